@@ -1,0 +1,40 @@
+"""Typer apps shared by the command modules: ``annrec``, ``annrec train``, ``annrec index``, ``annrec bench``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+app = typer.Typer(name="annrec", help="Train embeddings, index them, benchmark and serve them.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+train_app = typer.Typer(help="Train an embedding model and write an Embeddings artifact.", no_args_is_help=True)
+index_app = typer.Typer(help="Build, query and tune vector indexes.", no_args_is_help=True)
+bench_app = typer.Typer(help="ANN-Benchmarks-style recall/QPS benchmarks.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(index_app, name="index")
+app.add_typer(bench_app, name="bench")
+
+
+def write_json_report(path: Path | None, figures: dict[str, Any]) -> None:
+    """Write ``figures`` to ``path`` as JSON when ``--json PATH`` was given."""
+    if path is None:
+        return
+    from annrec._io import write_json
+
+    write_json(path, figures)
+    console.print(f"figures written to {path}")
+
+
+def json_option() -> Any:
+    return typer.Option(None, "--json", help="Also write the figures as JSON to this path.")
+
+
+__all__ = ["app", "train_app", "index_app", "bench_app", "console", "err_console", "write_json_report",
+           "json_option", "json"]
