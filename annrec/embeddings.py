@@ -7,6 +7,8 @@ Folder layout (``DESIGN.md``, "Artifacts")::
     queries.npy      optional float32 (n_users, dim): query-side vectors (users, for CF models)
     query_ids.json   optional external query ids in row order
     items.json       optional item metadata {id: {"title": ..., ...}} for display and serving
+    seen.npz         optional scipy CSR (n_queries, n_items): the training interactions of each query
+                     (user), so recommendations can exclude what a user has already seen
     extra/           optional trainer-specific files (e.g. weights of a sequence encoder)
     manifest.json    kind, format_version, trainer, params, dataset, data hash, metric, dim,
                      quality figures, library versions, creation time
@@ -61,6 +63,8 @@ class Embeddings:
         items: optional metadata per item id (e.g. ``{"title": ..., "genres": [...]}``).
         manifest: trainer, params, dataset, data hash, quality figures (free-form, JSON-serialisable).
         extra: trainer-specific files, ``{relative name: bytes}``, stored under ``extra/``.
+        seen: optional ``scipy.sparse.csr_matrix`` ``(n_queries, n_items)``; non-zeros mark the items each
+            query (user) interacted with in training (rows follow ``query_ids``, columns ``ids``).
 
     Raises:
         InputError: on construction, when shapes, dtypes, ids or the metric are inconsistent.
@@ -74,6 +78,7 @@ class Embeddings:
     items: dict[Any, dict] | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, bytes] = field(default_factory=dict)
+    seen: Any = None
 
     def __post_init__(self) -> None:
         check_metric(self.metric)
@@ -89,6 +94,13 @@ class Embeddings:
             self.query_ids = normalize_ids(self.query_ids, "query ids")
             if len(self.query_ids) != len(self.queries):
                 raise InputError(f"{len(self.query_ids)} query ids for {len(self.queries)} query vectors")
+        if self.seen is not None:
+            import scipy.sparse as sp
+
+            self.seen = sp.csr_matrix(self.seen)
+            expected = (0 if self.queries is None else len(self.queries), len(self))
+            if self.seen.shape != expected:
+                raise InputError(f"seen matrix has shape {self.seen.shape}; expected (n_queries, n_items) = {expected}")
         self._row: dict | None = None
         self._qrow: dict | None = None
 
@@ -122,6 +134,13 @@ class Embeddings:
             raise UnknownIdError(f"unknown user id {query_id!r}: it is not among the "
                                  f"{len(self.query_ids)} users of this model") from None
 
+    def seen_ids(self, query_id) -> np.ndarray:
+        """External ids of the items a query (user) interacted with in training (empty if unknown)."""
+        if self.seen is None:
+            return self.ids[:0]
+        r = self.query_row_of(query_id)
+        return self.ids[self.seen.indices[self.seen.indptr[r]:self.seen.indptr[r + 1]]]
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the artifact folder atomically; returns its path."""
         path = Path(path)
@@ -136,6 +155,10 @@ class Embeddings:
             if self.queries is not None:
                 np.save(tmp / "queries.npy", self.queries)
                 write_json(tmp / "query_ids.json", self.query_ids.tolist())
+            if self.seen is not None:
+                import scipy.sparse as sp
+
+                sp.save_npz(tmp / "seen.npz", self.seen)
             if self.items is not None:
                 write_json(tmp / "items.json", {str(k): v for k, v in self.items.items()})
             for name, blob in self.extra.items():
@@ -168,6 +191,11 @@ class Embeddings:
                 raw = json.loads((path / "items.json").read_text())
                 int_ids = np.asarray(ids).dtype.kind in "iu"
                 items = {(int(k) if int_ids else k): v for k, v in raw.items()}
+            seen = None
+            if (path / "seen.npz").exists():
+                import scipy.sparse as sp
+
+                seen = sp.load_npz(path / "seen.npz")
             extra = {}
             if (path / "extra").is_dir():
                 for f in sorted((path / "extra").rglob("*")):
@@ -179,7 +207,7 @@ class Embeddings:
         except (ValueError, json.JSONDecodeError) as e:
             raise ArtifactError(f"embeddings folder {path} is corrupt ({e}): re-run the trainer") from None
         return cls(vectors=vectors, ids=ids, metric=manifest["metric"], queries=queries, query_ids=query_ids,
-                   items=items, manifest=manifest, extra=extra)
+                   items=items, manifest=manifest, extra=extra, seen=seen)
 
 
 def read_manifest(path: str | os.PathLike, kind: str) -> dict[str, Any]:

@@ -1,0 +1,403 @@
+"""The index interface shared by every backend (one backend per file).
+
+An :class:`Index` maps *external* ids (non-negative integers or strings) to dense internal labels
+``0..n-1`` in insertion order; the backend library only ever sees the labels. Removal marks a label
+deleted (hnswlib's ``mark_deleted``; an ``IDSelector`` bitmap for FAISS), so labels stay stable and an
+upsert of a known id is "delete the old label, append a new one".
+
+Scores follow the metric: ``ip`` and ``cosine`` return similarities (higher is better), ``l2``
+returns squared Euclidean distances (lower is better) — the same numbers FAISS returns. A result
+slot that could not be filled (fewer than ``k`` items allowed) holds id ``-1`` (integer ids) or
+``None`` (string ids) and score ``nan``.
+
+Folder format (``DESIGN.md``, "Artifacts")::
+
+    manifest.json   kind "annrec.index", format_version, backend, metric, dim, count, params, source
+    index.faiss | index.hnsw   the backend's own file (faiss.write_index / hnswlib save_index)
+    ids.json        external id of every label (deleted ones included)
+    deleted.npy     bool (n_labels,) deletion marks
+    vectors.npy     float32 (n_labels, dim) the stored vectors (normalised for cosine); used for exact
+                    fallbacks on small allow-lists, reconstruction and re-building
+    items.json      optional metadata per external id (e.g. titles)
+
+Written with :func:`annrec._io.atomic_dir`: a crash during ``save`` leaves the previous folder intact.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from annrec._io import atomic_dir, write_json
+from annrec._validate import as_matrix, check_k, check_metric, normalize_ids
+from annrec.embeddings import _coerce_id, library_versions, read_manifest
+from annrec.errors import ArtifactError, InputError, UnknownIdError
+
+KIND = "annrec.index"
+FORMAT_VERSION = 1
+
+# Allow-lists no larger than this are answered by exact search over their stored vectors: cheaper and
+# exact, where graph/IVF search with a very selective filter both slows down and loses recall
+# (the same rule Qdrant and Weaviate apply to small filtered sets).
+EXACT_FILTER_THRESHOLD = 2048
+
+
+class Index(ABC):
+    """A vector index with external ids, filtering, updates and an atomic on-disk format.
+
+    Subclasses implement the ``_backend_*`` hooks. Use :func:`annrec.index.build_index` or
+    :meth:`build` to create one and :func:`annrec.index.load_index` to read one.
+
+    Attributes:
+        backend: ``"faiss"`` or ``"hnswlib"``.
+        metric: ``"ip"`` (maximum inner product search), ``"cosine"`` or ``"l2"``.
+        dim: vector dimension.
+        params: build parameters (factory string, M, efConstruction, …) and default query parameters.
+        items: optional metadata per external id, saved with the index.
+        source: free-form provenance (the embeddings folder and its data hash), saved in the manifest.
+    """
+
+    backend: ClassVar[str]
+    file_name: ClassVar[str]
+    #: query-time parameters this backend understands (e.g. ``ef``; ``nprobe``, ``efSearch``).
+    query_param_names: ClassVar[tuple[str, ...]]
+
+    def __init__(self, dim: int, metric: str, **params: Any) -> None:
+        if not isinstance(dim, (int, np.integer)) or dim <= 0:
+            raise InputError(f"dim must be a positive integer; got {dim!r}")
+        self.dim = int(dim)
+        self.metric = check_metric(metric)
+        self.params: dict[str, Any] = dict(params)
+        self.items: dict[Any, dict] = {}
+        self.source: dict[str, Any] = {}
+        self._ext: np.ndarray = np.empty(0, dtype=np.int64)     # label -> external id
+        self._ext_padded: np.ndarray = np.array([-1], dtype=np.int64)  # same, plus the "missing" sentinel
+        self._label: dict[Any, int] = {}                        # live external id -> label
+        self._deleted = np.zeros(0, dtype=bool)
+        self._vectors = np.empty((0, self.dim), dtype=np.float32)
+        self._write_lock = threading.Lock()
+        self.build_seconds: float | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, vectors, ids, metric: str, **params: Any) -> Index:
+        """Create an index over ``vectors`` ``(n, dim)`` float32 with external ``ids`` ``(n,)``.
+
+        Raises:
+            InputError: wrong shapes, NaN/Inf, duplicate or invalid ids, bad parameters.
+        """
+        x = as_matrix(vectors, name="vectors")
+        ext = normalize_ids(ids)
+        if len(ext) != len(x):
+            raise InputError(f"{len(ext)} ids for {len(x)} vectors: give exactly one id per vector")
+        index = cls(x.shape[1], metric, **params)
+        t0 = time.perf_counter()
+        x = index._prepare(x)
+        index._backend_create(x)
+        index._append(x, ext)
+        index.build_seconds = time.perf_counter() - t0
+        return index
+
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        if self.metric == "cosine":
+            norms = np.linalg.norm(x, axis=1, keepdims=True)
+            if (norms == 0).any():
+                raise InputError(f"row {int(np.argmax(norms[:, 0] == 0))} is a zero vector, which has no "
+                                 f"direction under the cosine metric: drop it or use metric 'ip'/'l2'")
+            x = x / norms
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _append(self, x: np.ndarray, ext: np.ndarray) -> None:
+        start = len(self._ext)
+        labels = np.arange(start, start + len(x), dtype=np.int64)
+        self._backend_add(x, labels)
+        if len(self._ext) == 0:
+            self._ext = ext.copy()
+        else:
+            if (self._ext.dtype.kind in "iu") != (ext.dtype.kind in "iu"):
+                raise InputError("this index uses " + ("integer" if self._ext.dtype.kind in "iu" else "string")
+                                 + " ids: pass ids of the same type")
+            self._ext = np.concatenate([self._ext, ext])
+        sentinel = np.array([-1] if self._ext.dtype.kind in "iu" else [None],
+                            dtype=self._ext.dtype if self._ext.dtype.kind in "iu" else object)
+        self._ext_padded = np.concatenate([self._ext, sentinel])
+        self._deleted = np.concatenate([self._deleted, np.zeros(len(x), dtype=bool)])
+        self._vectors = np.concatenate([self._vectors, x]) if len(self._vectors) else x.copy()
+        for e, lab in zip(ext.tolist(), labels.tolist()):
+            self._label[e] = lab
+
+    # ------------------------------------------------------------------ updates
+    def add(self, vectors, ids, items: dict[Any, dict] | None = None) -> None:
+        """Insert or replace (upsert) items: ``vectors`` ``(n, dim)``, ``ids`` ``(n,)``.
+
+        A known id is replaced: its old entry is marked deleted and the new vector appended.
+
+        Raises:
+            InputError: wrong dimension, NaN/Inf, invalid/duplicate ids, id type differing from the index's.
+        """
+        x = as_matrix(vectors, dim=self.dim, name="vectors")
+        ext = normalize_ids(ids)
+        if len(ext) != len(x):
+            raise InputError(f"{len(ext)} ids for {len(x)} vectors: give exactly one id per vector")
+        if len(self._ext) and (self._ext.dtype.kind in "iu") != (ext.dtype.kind in "iu"):
+            raise InputError("this index uses " + ("integer" if self._ext.dtype.kind in "iu" else "string")
+                             + " ids: pass ids of the same type")
+        x = self._prepare(x)
+        with self._write_lock:
+            old = [self._label[e] for e in ext.tolist() if e in self._label]
+            if old:
+                self._mark_deleted(np.asarray(old, dtype=np.int64))
+            self._append(x, ext)
+            if items:
+                self.items.update(items)
+
+    def remove(self, ids) -> None:
+        """Delete items by external id (marked deleted; they never appear in results again).
+
+        Raises:
+            UnknownIdError: an id is not in the index (nothing is removed then).
+        """
+        ids = list(ids) if not isinstance(ids, (str, int, np.integer)) else [ids]
+        with self._write_lock:
+            labels = [self._label_of(i) for i in ids]
+            self._mark_deleted(np.asarray(labels, dtype=np.int64))
+            for i in ids:
+                self.items.pop(self._coerce(i), None)
+
+    def _mark_deleted(self, labels: np.ndarray) -> None:
+        self._backend_mark_deleted(labels)
+        self._deleted[labels] = True
+        for ext_id in self._ext[labels].tolist():
+            self._label.pop(ext_id, None)
+
+    def _coerce(self, ext_id):
+        return _coerce_id(ext_id, self._ext) if len(self._ext) else ext_id
+
+    def _label_of(self, ext_id) -> int:
+        try:
+            return self._label[self._coerce(ext_id)]
+        except (KeyError, TypeError):
+            raise UnknownIdError(f"unknown id {ext_id!r}: it is not in this index of {len(self)} items") from None
+
+    def __contains__(self, ext_id) -> bool:
+        try:
+            return self._coerce(ext_id) in self._label
+        except TypeError:
+            return False
+
+    def __len__(self) -> int:
+        """Number of live (not deleted) items."""
+        return len(self._label)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """External ids of the live items, in label order."""
+        return self._ext[~self._deleted]
+
+    def get_vector(self, ext_id) -> np.ndarray:
+        """The stored float32 ``(dim,)`` vector of an item (normalised under cosine).
+
+        Raises:
+            UnknownIdError: unknown or deleted id.
+        """
+        return self._vectors[self._label_of(ext_id)].copy()
+
+    # ------------------------------------------------------------------ search
+    def set_query_params(self, **params: Any) -> None:
+        """Set the default query-time parameters (``ef`` for hnswlib; ``nprobe`` / ``efSearch`` for FAISS).
+
+        Raises:
+            InputError: a parameter this backend does not know, or a non-positive value.
+        """
+        self._check_query_params(params)
+        self.params.update(params)
+        self._backend_set_query_params(params)
+
+    def _check_query_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        if not params:
+            return {}
+        for name, value in params.items():
+            if name not in self.query_param_names:
+                raise InputError(f"unknown query parameter {name!r} for the {self.backend} backend: use "
+                                 f"{', '.join(self.query_param_names)}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise InputError(f"query parameter {name} must be a positive integer; got {value!r}")
+        return params
+
+    def search(self, queries, k: int, *, params: dict[str, Any] | None = None, allowed_ids=None,
+               denied_ids=None, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Find the ``k`` nearest items of each query.
+
+        Args:
+            queries: float32 ``(nq, dim)`` (or one ``(dim,)`` vector).
+            k: results per query, ``1 <= k <= len(self)``.
+            params: query-time parameters for this call (``{"ef": 128}``, ``{"nprobe": 16}``).
+            allowed_ids: only these external ids may be returned (unknown ids are ignored).
+            denied_ids: these external ids are never returned.
+            threads: threads for a batch (``None``: all cores; 1: the single-query protocol).
+
+        Returns:
+            ``(ids, scores)``, each ``(nq, k)``: ids as int64 (``-1`` = no result) or object (``None``);
+            scores float32 (similarity for ip/cosine, squared L2 distance for l2; ``nan`` = no result).
+
+        Raises:
+            InputError: wrong dimension, NaN/Inf, ``k`` <= 0 or larger than the index, bad parameters.
+        """
+        q = as_matrix(queries, dim=self.dim, name="queries")
+        k = check_k(k, limit=len(self))
+        if params:
+            self._check_query_params(params)
+        if self.metric == "cosine":
+            q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)
+        mask = None
+        if allowed_ids is not None or denied_ids is not None or self._deleted.any():
+            mask = self._allow_mask(allowed_ids, denied_ids)
+            n_allowed = int(mask.sum())
+            if n_allowed == 0:
+                return self._empty(len(q), k)
+            if allowed_ids is not None and n_allowed <= EXACT_FILTER_THRESHOLD:
+                labels, scores = self._exact(q, min(k, n_allowed), np.flatnonzero(mask))
+                return self._finish(labels, scores, k)
+            if n_allowed < k:
+                labels, scores = self._exact(q, n_allowed, np.flatnonzero(mask))
+                return self._finish(labels, scores, k)
+        labels, scores = self._backend_search(q, k, params, mask, threads)
+        return self._ext_padded[labels], scores
+
+    def _allow_mask(self, allowed_ids, denied_ids) -> np.ndarray:
+        if allowed_ids is not None:
+            mask = np.zeros(len(self._ext), dtype=bool)
+            labs = [self._label.get(self._coerce(i)) for i in allowed_ids]
+            mask[[lab for lab in labs if lab is not None]] = True
+        else:
+            mask = ~self._deleted
+        if denied_ids is not None:
+            labs = [self._label.get(self._coerce(i)) for i in denied_ids]
+            mask[[lab for lab in labs if lab is not None]] = False
+        mask &= ~self._deleted
+        return mask
+
+    def _exact(self, q: np.ndarray, k: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over a subset of labels, with the stored vectors."""
+        x = self._vectors[labels]
+        if self.metric == "l2":
+            d = (q * q).sum(1)[:, None] - 2 * q @ x.T + (x * x).sum(1)[None, :]
+            order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        else:
+            d = q @ x.T
+            order = np.argsort(-d, axis=1, kind="stable")[:, :k]
+        return labels[order], np.take_along_axis(d, order, axis=1).astype(np.float32)
+
+    def _finish(self, labels: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        nq, got = labels.shape
+        if got < k:
+            labels = np.concatenate([labels, np.full((nq, k - got), -1, dtype=np.int64)], axis=1)
+            scores = np.concatenate([scores, np.full((nq, k - got), np.nan, dtype=np.float32)], axis=1)
+        return self._ext_padded[labels], scores
+
+    def _empty(self, nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._finish(np.empty((nq, 0), dtype=np.int64), np.empty((nq, 0), dtype=np.float32), k)
+
+    # ------------------------------------------------------------------ persistence
+    def manifest(self) -> dict[str, Any]:
+        """The ``manifest.json`` content describing this index."""
+        return {"kind": KIND, "format_version": FORMAT_VERSION, "backend": self.backend, "metric": self.metric,
+                "dim": self.dim, "count": len(self), "n_labels": int(len(self._ext)),
+                "params": {k: v for k, v in self.params.items()}, "source": self.source,
+                "build_seconds": self.build_seconds,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": library_versions()}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the index folder atomically (temporary folder + rename); returns its path."""
+        path = Path(path)
+        with self._write_lock, atomic_dir(path) as tmp:
+            self._backend_save(tmp / self.file_name)
+            write_json(tmp / "ids.json", self._ext.tolist())
+            np.save(tmp / "deleted.npy", self._deleted)
+            np.save(tmp / "vectors.npy", self._vectors)
+            if self.items:
+                write_json(tmp / "items.json", {str(k): v for k, v in self.items.items()})
+            write_json(tmp / "manifest.json", self.manifest())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Index:
+        """Read an index folder written by :meth:`save`.
+
+        Raises:
+            DataNotFoundError: no such folder.
+            ArtifactError: not an index, another backend's folder, a newer format, or missing/corrupt files.
+        """
+        import json
+
+        path = Path(path)
+        manifest = read_manifest(path, KIND)
+        if manifest.get("backend") != cls.backend:
+            raise ArtifactError(f"{path} holds a {manifest.get('backend')!r} index, not a {cls.backend!r} one: "
+                                f"load it with annrec.index.load_index, which picks the backend")
+        try:
+            index = cls(manifest["dim"], manifest["metric"], **manifest.get("params", {}))
+            ext = json.loads((path / "ids.json").read_text())
+            index._ext = normalize_ids(ext) if ext else np.empty(0, dtype=np.int64)
+            index._deleted = np.load(path / "deleted.npy")
+            index._vectors = np.load(path / "vectors.npy")
+            if len(index._deleted) != len(index._ext) or len(index._vectors) != len(index._ext):
+                raise ArtifactError(f"{path}: ids, deletion marks and vectors disagree in length; rebuild the index")
+            index._backend_load(path / index.file_name, len(index._ext))
+        except FileNotFoundError as e:
+            raise ArtifactError(f"index folder {path} is incomplete ({Path(e.filename).name} missing): "
+                                f"rebuild it with `annrec index build`") from None
+        except (KeyError, ValueError, RuntimeError) as e:
+            if isinstance(e, ArtifactError):
+                raise
+            raise ArtifactError(f"index folder {path} is corrupt ({e}): rebuild it with `annrec index build`") from None
+        int_ids = index._ext.dtype.kind in "iu"
+        index._ext_padded = np.concatenate([index._ext, np.array([-1] if int_ids else [None],
+                                                                  dtype=index._ext.dtype if int_ids else object)])
+        index._label = {e: i for i, (e, d) in enumerate(zip(index._ext.tolist(), index._deleted.tolist())) if not d}
+        if (path / "items.json").exists():
+            raw = json.loads((path / "items.json").read_text())
+            index.items = {(int(k) if int_ids else k): v for k, v in raw.items()}
+        index.source = manifest.get("source", {})
+        index.build_seconds = manifest.get("build_seconds")
+        return index
+
+    # ------------------------------------------------------------------ backend hooks
+    @abstractmethod
+    def _backend_create(self, x: np.ndarray) -> None:
+        """Create (and train, if needed) the backend index; ``x`` are the initial vectors."""
+
+    @abstractmethod
+    def _backend_add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        """Add vectors under the given consecutive labels."""
+
+    @abstractmethod
+    def _backend_mark_deleted(self, labels: np.ndarray) -> None:
+        """Exclude labels from future results (the base class also keeps a mask)."""
+
+    @abstractmethod
+    def _backend_search(self, q: np.ndarray, k: int, params: dict[str, Any] | None, mask: np.ndarray | None,
+                        threads: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(labels int64 (nq, k), scores float32 (nq, k))``; ``mask`` is a bool allow-mask or None."""
+
+    @abstractmethod
+    def _backend_set_query_params(self, params: dict[str, Any]) -> None:
+        """Apply default query parameters."""
+
+    @abstractmethod
+    def _backend_save(self, file: Path) -> None:
+        """Write the backend's own file."""
+
+    @abstractmethod
+    def _backend_load(self, file: Path, n_labels: int) -> None:
+        """Read the backend's own file."""
+
+    @abstractmethod
+    def memory_bytes(self) -> int:
+        """Approximate in-memory size of the backend index in bytes (excluding the stored vectors copy)."""

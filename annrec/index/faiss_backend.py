@@ -1,0 +1,219 @@
+"""FAISS backend: any index described by a FAISS index factory string (Johnson, Douze & Jégou, 2019).
+
+``factory`` is passed to ``faiss.index_factory`` (``"Flat"``, ``"IVF1024,Flat"``, ``"IVF1024,PQ32"``,
+``"HNSW32"``, ``"OPQ16,IVF256,PQ16"``, …). ``{nlist}`` in the string is replaced by ``nlist``
+(default ``"auto"``: ``4·√n`` rounded to a power of two, clipped to [1, n/39] — FAISS warns below 39
+training points per centroid). Query-time parameters: ``nprobe`` (IVF lists probed, FAISS default 1)
+and ``efSearch`` (HNSW, FAISS default 16), passed per call through ``faiss.SearchParameters``.
+``ip`` uses ``METRIC_INNER_PRODUCT``; ``cosine`` is inner product on normalised vectors.
+
+GPU: with faiss-gpu installed and ``faiss.get_num_gpus() > 0`` the index is cloned to all visible GPUs
+(``faiss.index_cpu_to_all_gpus``) unless ``gpu=False``; filtered searches run on the CPU copy because
+FAISS GPU indexes take no ``IDSelector``. Results agree with the CPU path up to ties.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from annrec.errors import InputError
+from annrec.index.base import Index
+
+_BUILD_PARAMS = ("factory", "nlist", "nprobe", "efSearch", "gpu", "train_size", "seed", "factory_resolved")
+
+
+def suggest_nlist(n: int) -> int:
+    """Number of IVF lists for ``n`` vectors: ``4·√n`` rounded to a power of two, at most ``n // 39``."""
+    target = 4 * math.sqrt(max(n, 1))
+    nlist = 2 ** round(math.log2(max(target, 1)))
+    return int(max(1, min(nlist, n // 39 if n >= 39 else 1)))
+
+
+def gpu_available() -> bool:
+    """True when the installed FAISS has GPU support and sees at least one device."""
+    return hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+
+
+class FaissIndex(Index):
+    """A FAISS index (from a factory string) behind the :class:`~annrec.index.base.Index` interface.
+
+    Params: ``factory`` (default ``"Flat"``), ``nlist`` (for ``{nlist}``), ``nprobe``, ``efSearch``,
+    ``gpu`` (None = auto), ``train_size`` (max training vectors, default 256·nlist), ``seed``.
+
+    Raises:
+        InputError: unknown parameters, a factory string FAISS rejects, too few vectors to train it.
+    """
+
+    backend = "faiss"
+    file_name = "index.faiss"
+    query_param_names = ("nprobe", "efSearch")
+
+    def __init__(self, dim: int, metric: str, **params: Any) -> None:
+        unknown = set(params) - set(_BUILD_PARAMS)
+        if unknown:
+            raise InputError(f"unknown FAISS parameter(s) {sorted(unknown)}: use {', '.join(_BUILD_PARAMS)}")
+        params.setdefault("factory", "Flat")
+        if not isinstance(params["factory"], str) or not params["factory"].strip():
+            raise InputError("factory must be a FAISS index factory string such as 'Flat', 'IVF1024,Flat', 'HNSW32'")
+        super().__init__(dim, metric, **params)
+        self._index: faiss.Index | None = None
+        self._gpu_index = None
+        self._faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+    # -- creation
+    def _resolve_factory(self, n: int) -> str:
+        factory = self.params["factory"]
+        if "{nlist}" in factory:
+            nlist = self.params.get("nlist", "auto")
+            nlist = suggest_nlist(n) if nlist in (None, "auto") else int(nlist)
+            factory = factory.replace("{nlist}", str(nlist))
+        return factory
+
+    def _backend_create(self, x: np.ndarray) -> None:
+        factory = self._resolve_factory(len(x))
+        self.params["factory_resolved"] = factory
+        try:
+            index = faiss.index_factory(self.dim, factory, self._faiss_metric)
+        except RuntimeError as e:
+            msg = str(e).strip().splitlines()[-1] if str(e).strip() else "rejected"
+            raise InputError(f"FAISS cannot build {factory!r} for dim {self.dim}: {msg}. Check the factory string "
+                             f"(e.g. PQm needs dim divisible by m)") from None
+        if not index.is_trained:
+            m = re.search(r"IVF(\d+)", factory)
+            nlist = int(m.group(1)) if m else 1
+            if len(x) < nlist:
+                raise InputError(f"{factory!r} needs at least {nlist} training vectors (FAISS recommends 39 per "
+                                 f"list) but got {len(x)}: use IVF{suggest_nlist(len(x))} or 'IVF{{nlist}}'")
+            train_size = int(self.params.get("train_size") or 256 * max(nlist, 256))
+            xt = x
+            if len(x) > train_size:
+                rng = np.random.default_rng(int(self.params.get("seed", 0)))
+                xt = x[np.sort(rng.choice(len(x), train_size, replace=False))]
+            index.train(xt)
+        self._index = index
+        self._apply_defaults()
+
+    def _apply_defaults(self) -> None:
+        ps = faiss.ParameterSpace()
+        for name in ("nprobe", "efSearch"):
+            if self.params.get(name) is not None and self._has_param(name):
+                ps.set_index_parameter(self._index, name, int(self.params[name]))
+        self._maybe_to_gpu()
+
+    def _has_param(self, name: str) -> bool:
+        if name == "nprobe":
+            return _find(self._index, faiss.IndexIVF) is not None
+        return _find(self._index, faiss.IndexHNSW) is not None
+
+    def _maybe_to_gpu(self) -> None:
+        self._gpu_index = None
+        if self.params.get("gpu") is False or not gpu_available():
+            return
+        try:
+            self._gpu_index = faiss.index_cpu_to_all_gpus(self._index)
+        except RuntimeError:  # index type without GPU support (e.g. HNSW): stay on the CPU
+            self._gpu_index = None
+
+    def _backend_add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        if self._index.ntotal != int(labels[0]):
+            raise RuntimeError("FAISS label bookkeeping out of sync")  # programming error, never user input
+        self._index.add(x)
+        if self._gpu_index is not None:
+            self._gpu_index.add(x)
+
+    def _backend_mark_deleted(self, labels: np.ndarray) -> None:
+        pass  # the base class's deletion mask becomes an IDSelector at search time
+
+    def _backend_set_query_params(self, params: dict[str, Any]) -> None:
+        self._apply_defaults()
+
+    # -- search
+    def _search_params(self, params: dict[str, Any] | None, selector) -> faiss.SearchParameters | None:
+        params = params or {}
+        nprobe = params.get("nprobe")
+        ef = params.get("efSearch")
+        if nprobe is None and ef is None and selector is None:
+            return None
+        index = self._index
+        if isinstance(index, faiss.IndexPreTransform):
+            inner = self._params_for(faiss.downcast_index(index.index), nprobe, ef, selector)
+            sp = faiss.SearchParametersPreTransform()
+            sp.index_params = inner
+            sp.sel = selector
+            sp._keep = (inner, selector)
+            return sp
+        return self._params_for(index, nprobe, ef, selector)
+
+    def _params_for(self, index, nprobe, ef, selector):
+        index = faiss.downcast_index(index)
+        if isinstance(index, faiss.IndexIVF):
+            sp = faiss.SearchParametersIVF()
+            sp.nprobe = int(nprobe if nprobe is not None else index.nprobe)
+        elif isinstance(index, faiss.IndexHNSW):
+            sp = faiss.SearchParametersHNSW()
+            sp.efSearch = int(ef if ef is not None else index.hnsw.efSearch)
+        else:
+            sp = faiss.SearchParameters()
+        if selector is not None:
+            sp.sel = selector
+        return sp
+
+    def _backend_search(self, q, k, params, mask, threads):
+        if threads is not None and threads != faiss.omp_get_max_threads():
+            faiss.omp_set_num_threads(int(threads))
+        selector = bitmap = None
+        if mask is not None:
+            bitmap = np.packbits(mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+        sp = self._search_params(params, selector)
+        target = self._gpu_index if (self._gpu_index is not None and selector is None) else self._index
+        if sp is None:
+            scores, labels = target.search(q, k)
+        else:
+            scores, labels = target.search(q, k, params=sp)
+        del bitmap
+        return labels, scores
+
+    # -- persistence
+    def _backend_save(self, file: Path) -> None:
+        faiss.write_index(self._index, str(file))
+
+    def _backend_load(self, file: Path, n_labels: int) -> None:
+        if not file.exists():
+            raise FileNotFoundError(2, "missing", str(file))
+        index = faiss.read_index(str(file))
+        if index.ntotal != n_labels or index.d != self.dim:
+            raise ValueError(f"FAISS file holds {index.ntotal} vectors of dim {index.d}, the manifest says "
+                             f"{n_labels} of dim {self.dim}")
+        self._index = index
+        self._apply_defaults()
+
+    def memory_bytes(self) -> int:
+        """Size of the serialised FAISS index (``faiss.serialize_index``), close to its RAM footprint."""
+        return int(faiss.serialize_index(self._index).nbytes)
+
+    @property
+    def raw(self) -> faiss.Index:
+        """The underlying CPU ``faiss.Index`` (labels are internal labels, not external ids)."""
+        return self._index
+
+    @property
+    def on_gpu(self) -> bool:
+        """True when unfiltered searches run on GPU copies of the index."""
+        return self._gpu_index is not None
+
+
+def _find(index, cls):
+    index = faiss.downcast_index(index)
+    if isinstance(index, cls):
+        return index
+    if isinstance(index, faiss.IndexPreTransform):
+        return _find(index.index, cls)
+    return None

@@ -1,0 +1,129 @@
+"""hnswlib backend: Hierarchical Navigable Small World graphs (Malkov & Yashunin, 2018).
+
+Build parameters follow hnswlib's names and defaults: ``M`` (graph degree, default 16),
+``ef_construction`` (efConstruction, default 200), ``random_seed`` (default 100); the query-time
+``ef`` (efSearch, default 50) is at least ``k`` at query time. ``ip`` and ``cosine`` (on normalised
+vectors) use hnswlib's ``ip`` space, whose distance ``1 - <q, x>`` is turned back into a similarity.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from annrec.errors import InputError
+from annrec.index.base import Index
+
+_BUILD_PARAMS = {"M": 16, "ef_construction": 200, "random_seed": 100, "ef": 50}
+
+
+class HnswIndex(Index):
+    """An hnswlib index behind the :class:`~annrec.index.base.Index` interface.
+
+    Params: ``M``, ``ef_construction``, ``random_seed``, ``ef`` (default query efSearch).
+
+    Raises:
+        InputError: an unknown parameter, or a non-positive ``M`` / ``ef_construction`` / ``ef``.
+    """
+
+    backend = "hnswlib"
+    file_name = "index.hnsw"
+    query_param_names = ("ef",)
+
+    def __init__(self, dim: int, metric: str, **params: Any) -> None:
+        unknown = set(params) - set(_BUILD_PARAMS)
+        if unknown:
+            raise InputError(f"unknown hnswlib parameter(s) {sorted(unknown)}: use {', '.join(_BUILD_PARAMS)}")
+        merged = {**_BUILD_PARAMS, **params}
+        for name in ("M", "ef_construction", "ef"):
+            v = merged[name]
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise InputError(f"hnswlib parameter {name} must be a positive integer; got {v!r}")
+        super().__init__(dim, metric, **merged)
+        self._space = "l2" if metric == "l2" else "ip"
+        self._index: hnswlib.Index | None = None
+        self._ef_lock = threading.Lock()
+
+    def _new(self, capacity: int) -> hnswlib.Index:
+        idx = hnswlib.Index(space=self._space, dim=self.dim)
+        idx.init_index(max_elements=max(capacity, 1), M=int(self.params["M"]),
+                       ef_construction=int(self.params["ef_construction"]),
+                       random_seed=int(self.params["random_seed"]))
+        idx.set_ef(int(self.params["ef"]))
+        return idx
+
+    def _backend_create(self, x: np.ndarray) -> None:
+        self._index = self._new(len(x))
+
+    def _backend_add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        need = int(labels[-1]) + 1
+        cap = self._index.get_max_elements()
+        if need > cap:
+            self._index.resize_index(max(need, int(cap * 1.5)))
+        self._index.add_items(x, labels)
+
+    def _backend_mark_deleted(self, labels: np.ndarray) -> None:
+        for lab in labels.tolist():
+            self._index.mark_deleted(int(lab))
+
+    def _backend_set_query_params(self, params: dict[str, Any]) -> None:
+        if "ef" in params:
+            self._index.set_ef(int(params["ef"]))
+
+    def _backend_search(self, q, k, params, mask, threads):
+        filt = None
+        if mask is not None:
+            filt = mask.__getitem__  # hnswlib calls it with each candidate label
+        nthreads = -1 if threads is None else int(threads)
+        ef = (params or {}).get("ef")
+        if ef is not None and int(ef) != self._index.ef:
+            with self._ef_lock:
+                self._index.set_ef(int(ef))
+                try:
+                    labels, dist = self._query(q, k, nthreads, filt)
+                finally:
+                    self._index.set_ef(int(self.params["ef"]))
+        else:
+            labels, dist = self._query(q, k, nthreads, filt)
+        labels = labels.astype(np.int64, copy=False)
+        if self._space == "ip":
+            return labels, (1.0 - dist).astype(np.float32, copy=False)
+        return labels, dist
+
+    def _query(self, q, k, nthreads, filt):
+        try:
+            return self._index.knn_query(q, k=k, num_threads=nthreads, filter=filt)
+        except RuntimeError:
+            # hnswlib cannot fill k results (heavy filtering / many deletions): exact search instead.
+            allowed = np.flatnonzero(~self._deleted if filt is None else filt.__self__)
+            labels, scores = self._exact(q, min(k, len(allowed)), allowed)
+            if labels.shape[1] < k:
+                pad = k - labels.shape[1]
+                labels = np.concatenate([labels, np.full((len(q), pad), -1, dtype=np.int64)], axis=1)
+                scores = np.concatenate([scores, np.full((len(q), pad), np.nan, dtype=np.float32)], axis=1)
+            dist = 1.0 - scores if self._space == "ip" else scores
+            return labels, dist.astype(np.float32)
+
+    def _backend_save(self, file: Path) -> None:
+        self._index.save_index(str(file))
+
+    def _backend_load(self, file: Path, n_labels: int) -> None:
+        if not file.exists():
+            raise FileNotFoundError(2, "missing", str(file))
+        idx = hnswlib.Index(space=self._space, dim=self.dim)
+        idx.load_index(str(file), max_elements=max(n_labels, 1))
+        idx.set_ef(int(self.params["ef"]))
+        self._index = idx
+
+    def memory_bytes(self) -> int:
+        """hnswlib's own estimate: the size of its serialised index (data + link lists)."""
+        return int(self._index.index_file_size())
+
+    @property
+    def raw(self) -> hnswlib.Index:
+        """The underlying ``hnswlib.Index`` (labels are internal labels, not external ids)."""
+        return self._index
