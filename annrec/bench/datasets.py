@@ -505,7 +505,9 @@ def load_dataset(source: str | os.PathLike, *, queries: str | os.PathLike | None
     """
     cache_dir = Path(cache_dir or default_cache_dir())
     path = Path(source)
+    limit = True  # n_queries limits the query set, except where it sizes a sample
     if path.is_dir():
+        limit = False
         if not (path / "manifest.json").exists():
             raise DataError(f"{path} is a folder without manifest.json: give an annrec Embeddings folder or a "
                             f"data set file (.hdf5, .fvecs, .bvecs, .npy)")
@@ -524,6 +526,7 @@ def load_dataset(source: str | os.PathLike, *, queries: str | os.PathLike | None
             if queries is not None:
                 ds = Dataset(name, base, read_vectors(queries), metric, source=str(path))
             else:
+                limit = False
                 n_q = 1000 if n_queries is None else n_queries
                 if not 1 <= n_q < len(base):
                     raise InputError(f"cannot hold out {n_q} of {len(base)} vectors as queries")
@@ -553,6 +556,6 @@ def load_dataset(source: str | os.PathLike, *, queries: str | os.PathLike | None
             raise DataError(f"{groundtruth}: ground truth must hold integer neighbour ids (.ivecs or an int .npy)")
         ds = Dataset(ds.name, ds.train, ds.test, ds.metric, gt, None, ds.source,
                      dict(ds.meta, groundtruth=str(groundtruth)))
-    if n_queries is not None and not path.is_dir() and queries is not None:
+    if limit:
         ds = ds.limit_queries(n_queries)
     return ds

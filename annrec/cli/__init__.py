@@ -14,6 +14,12 @@ from annrec.cli.apps import app, console
 
 # Each module adds its commands to the apps when imported.
 _COMMAND_MODULES = [
+    "train_als",
+    "train_text",
+    "train_deepwalk",
+    "serve",
+    "train_sequence",
+    "bench",
 ]
 
 for _mod in _COMMAND_MODULES:

@@ -132,6 +132,10 @@ class Interactions:
             elif ids.dtype != object:
                 ids = ids.astype(object)
             put(field, ids.reshape(-1))
+        for field in ("user_idx", "item_idx", "rating", "timestamp", "user_ids", "item_ids"):
+            a = getattr(self, field)
+            if not a.flags.writeable:  # pandas (copy-on-write) hands out read-only views; torch warns on them
+                put(field, a.copy())
         lengths = {k: getattr(self, k).shape[0] for k in ("user_idx", "item_idx", "rating", "timestamp")}
         if len(set(lengths.values())) != 1:
             raise DataError(f"Interactions arrays must all have n_events entries; got lengths {lengths}")

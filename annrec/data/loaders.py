@@ -37,37 +37,36 @@ def _ratings(s: pd.Series, where: str, first_line: int | None, col: str) -> np.n
 
 
 def _timestamps(s: pd.Series, where: str, first_line: int | None, col: str) -> np.ndarray:
-    if s.dtype.kind in "iu":
+    epoch = pd.Timestamp(0, tz="UTC")
+    if s.dtype.kind == "M":  # datetime64 (Parquet timestamps), naive = UTC
+        dt = s if getattr(s.dt, "tz", None) is not None else s.dt.tz_localize("UTC")
+        bad = dt.isna().to_numpy()
+    elif s.dtype.kind in "iu":
         return s.to_numpy(dtype=np.int64)
-    num = pd.to_numeric(s, errors="coerce") if s.dtype.kind != "f" else s
-    if not num.isna().any():
-        return np.floor(num.to_numpy(dtype=np.float64)).astype(np.int64)
-    if s.dtype.kind == "M":
-        dt = s
     else:
-        text = s.astype(str)
-        try:
-            dt = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
-        except (ValueError, TypeError):
-            dt = pd.Series(pd.NaT, index=s.index)
-        if dt.isna().any() and num.notna().any():  # mixed: numbers parse, text does not
-            dt = pd.Series(pd.NaT, index=s.index)
-    bad = dt.isna().to_numpy()
+        num = pd.to_numeric(s, errors="coerce") if s.dtype.kind != "f" else s
+        if num.notna().any():  # numbers (seconds since the epoch); a value that is not one is an error
+            bad = num.isna().to_numpy()
+            if not bad.any():
+                return np.floor(num.to_numpy(dtype=np.float64)).astype(np.int64)
+        else:  # date/time strings
+            try:
+                dt = pd.to_datetime(s.astype(str), errors="coerce", utc=True, format="ISO8601")
+            except (ValueError, TypeError):
+                dt = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
+            bad = dt.isna().to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(f"{where} {_line(row, first_line)}: timestamp column {col!r} has value "
                         f"{s.iloc[row]!r}, which is neither a number (seconds since the epoch) nor an "
                         f"ISO-8601 date/time; fix or delete that line, or leave out --timestamp-col")
-    if getattr(dt.dt, "tz", None) is None:
-        dt = dt.dt.tz_localize("UTC")
-    epoch = pd.Timestamp(0, tz="UTC")
     return ((dt - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
 
 
 def _check_ids(s: pd.Series, where: str, first_line: int | None, col: str, what: str) -> None:
     bad = s.isna().to_numpy()
     if s.dtype == object or str(s.dtype) in ("str", "string"):
-        bad |= (s.astype(str).str.strip() == "").to_numpy()
+        bad = bad | (s.astype(str).str.strip() == "").to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(f"{where} {_line(row, first_line)}: {what} id column {col!r} is empty; every event "
@@ -216,8 +215,10 @@ def load_interactions(path: str | os.PathLike, user_col: str = "user_id", item_c
     cols = list(dict.fromkeys(wanted))
     dtypes = {user_col: str, item_col: str}
     try:
-        df = pd.read_csv(p, usecols=cols, dtype=dtypes, keep_default_na=False,
-                         na_values={c: [""] for c in cols}, skip_blank_lines=True, **read_kw)
+        # all columns are read (no usecols): with usecols pandas silently drops the extra fields of a
+        # malformed line instead of reporting it
+        df = pd.read_csv(p, dtype=dtypes, keep_default_na=False, na_values={c: [""] for c in cols},
+                         skip_blank_lines=True, **read_kw)[cols]
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(f"{p} is malformed ({e}); fix the line it names, or check --sep "
                         f"(used {sep!r})") from None

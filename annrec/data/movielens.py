@@ -60,36 +60,46 @@ log = logging.getLogger(__name__)
 
 _BASE_URL = "https://files.grouplens.org/datasets/movielens"
 
-#: Known MovieLens sets. ``sha256`` of the official zip where known (None: not known to annrec; the
-#: download is then checked against ``md5`` when known, else against the ``<url>.md5`` file GroupLens
-#: publishes next to every zip). ``files``: the files the loader reads (the first is required, the
-#: others optional except where ``required`` lists them).
+#: Known MovieLens sets: the official GroupLens zip (``url``), what the loader reads (``files``; those in
+#: ``required`` must exist) and the published sizes (``counts``, from each set's README).
+#:
+#: Checksums of the zip: GroupLens publishes only an MD5 next to each zip (``<url>.md5``), no SHA-256.
+#: ``sha256`` (and ``size`` in bytes) are the values recorded by TensorFlow Datasets
+#: (``tensorflow_datasets/url_checksums/movielens.txt``) and reproduced by many independent downloads;
+#: for ml-latest-small the per-file SHA-256 of its ratings.csv / movies.csv match the shared copy's
+#: SHA256SUMS. ``md5`` is the GroupLens-published MD5 where annrec knows it. A download is verified with
+#: ``sha256`` when set, else ``md5``, else the MD5 fetched from ``<url>.md5`` at download time.
 MOVIELENS: dict[str, dict[str, Any]] = {
     "ml-latest-small": {
-        "url": f"{_BASE_URL}/ml-latest-small.zip", "sha256": None, "md5": None, "format": "csv",
+        "url": f"{_BASE_URL}/ml-latest-small.zip", "format": "csv", "size": 978202,
+        "sha256": "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436", "md5": None,
         "files": ["ratings.csv", "movies.csv", "tags.csv"], "required": ["ratings.csv", "movies.csv"],
         "counts": {"ratings": 100836, "users": 610, "movies": 9742},
     },
     "ml-25m": {
-        "url": f"{_BASE_URL}/ml-25m.zip", "sha256": None, "md5": "6b51fb2759a8657d3bfcbfc42b592ada",
-        "format": "csv",
+        "url": f"{_BASE_URL}/ml-25m.zip", "format": "csv", "size": 261978986,
+        "sha256": "8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa",
+        "md5": "6b51fb2759a8657d3bfcbfc42b592ada",
         "files": ["ratings.csv", "movies.csv", "tags.csv"], "required": ["ratings.csv", "movies.csv"],
         "counts": {"ratings": 25000095, "users": 162541, "movies": 62423},
     },
     "ml-32m": {
-        "url": f"{_BASE_URL}/ml-32m.zip", "sha256": None, "md5": None, "format": "csv",
+        "url": f"{_BASE_URL}/ml-32m.zip", "format": "csv", "size": 238950008,
+        "sha256": None, "md5": "d472be332d4daa821edc399621853b57",
         "files": ["ratings.csv", "movies.csv", "tags.csv"], "required": ["ratings.csv", "movies.csv"],
         "counts": {"ratings": 32000204, "users": 200948, "movies": 87585},
     },
     "ml-100k": {
-        "url": f"{_BASE_URL}/ml-100k.zip", "sha256": None, "md5": "0e33842e24a9c977be4e0107933c0723",
-        "format": "100k",
+        "url": f"{_BASE_URL}/ml-100k.zip", "format": "100k", "size": 4924029,
+        "sha256": "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
+        "md5": "0e33842e24a9c977be4e0107933c0723",
         "files": ["u.data", "u.item", "u.genre"], "required": ["u.data", "u.item"],
         "counts": {"ratings": 100000, "users": 943, "movies": 1682},
     },
     "ml-1m": {
-        "url": f"{_BASE_URL}/ml-1m.zip", "sha256": None, "md5": "c4d9eecfca2ab87c1945afe126590906",
-        "format": "1m",
+        "url": f"{_BASE_URL}/ml-1m.zip", "format": "1m", "size": 5917549,
+        "sha256": "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+        "md5": "c4d9eecfca2ab87c1945afe126590906",
         "files": ["ratings.dat", "movies.dat"], "required": ["ratings.dat", "movies.dat"],
         "counts": {"ratings": 1000209, "users": 6040, "movies": 3883},
     },
@@ -163,16 +173,17 @@ def _file_digest(path: Path, algo: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def verify_sha256sums(folder: str | os.PathLike, only: list[str] | None = None) -> list[str]:
+def verify_sha256sums(folder: str | os.PathLike, required: list[str] | None = None) -> list[str]:
     """Check the files of ``folder`` against its ``SHA256SUMS`` (``sha256sum`` output format).
 
-    Files listed there but absent are skipped unless they are in ``only`` (the files about to be read).
+    Every listed file that is present is hashed (ml-latest-small: 3.3 MB, ~10 ms). A listed file that is
+    absent is an error only when it is in ``required`` (the files the loader reads).
 
     Returns:
         The names that were verified (empty when there is no ``SHA256SUMS``).
 
     Raises:
-        DataError: a digest differs, a file in ``only`` is listed but missing, or SHA256SUMS is malformed.
+        DataError: a digest differs, a required file is listed but missing, or SHA256SUMS is malformed.
     """
     folder = Path(folder)
     sums = folder / "SHA256SUMS"
@@ -189,11 +200,9 @@ def verify_sha256sums(folder: str | os.PathLike, only: list[str] | None = None) 
         expected, fname = m.group(1).lower(), m.group(2)
         path = folder / fname
         if not path.is_file():
-            if only is not None and fname in only:
+            if required is not None and fname in required:
                 raise DataError(f"{path} is listed in {sums} but missing: restore the file (re-download "
                                 f"or re-unpack the data set)")
-            continue
-        if only is not None and fname not in only:
             continue
         actual = _file_digest(path)
         if actual != expected:
@@ -279,9 +288,12 @@ def _fetch(name: str, cache: Path, progress: bool = True) -> Path:
                                 f"({getattr(e, 'reason', e)}), so it cannot be verified: retry, or download "
                                 f"and unzip it yourself and {hint}") from None
         if digests[algo] != expected:
-            raise DataError(f"checksum mismatch for the download of {url}: {algo.upper()} is {digests[algo]} "
-                            f"but {expected} was expected; the download is corrupt or the file changed: "
-                            f"retry later, or download and unzip it yourself and {hint}")
+            size = tmp_zip.stat().st_size
+            size_note = (f" ({size} bytes, expected {spec['size']})" if spec.get("size") and size != spec["size"]
+                         else f" ({size} bytes)")
+            raise DataError(f"checksum mismatch for the download of {url}{size_note}: {algo.upper()} is "
+                            f"{digests[algo]} but {expected} was expected; the download is corrupt or the file "
+                            f"changed: retry later, or download and unzip it yourself and {hint}")
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.unpack-", dir=cache))
         try:
             with zipfile.ZipFile(tmp_zip) as zf:
@@ -358,15 +370,15 @@ def _read_csv_numeric(path: Path, names: list[str], dtypes: dict[str, Any], what
         return io.StringIO(text) if text is not None else path
 
     kw: dict[str, Any] = dict(sep=sep, engine="c")
-    if header:
-        kw.update(header=0, usecols=names)
+    if header:  # no usecols: with it pandas silently drops extra fields of malformed lines
+        kw.update(header=0)
     else:
         kw.update(header=None, names=names)
     first_line = 2 if header else 1
     try:
-        df = _read_table(path, what, source(), dtype=dtypes, **kw)
+        df = _read_table(path, what, source(), dtype=dtypes, **kw)[names]
     except DataError:
-        df = _read_table(path, what, source(), dtype=str, keep_default_na=False, na_values=[""], **kw)
+        df = _read_table(path, what, source(), dtype=str, keep_default_na=False, na_values=[""], **kw)[names]
         _check_numeric(df, path, {c: ("float" if np.dtype(t).kind == "f" else "int")
                                   for c, t in dtypes.items()}, first_line)
         raise
@@ -523,8 +535,7 @@ def _load_1m(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     movies = pd.DataFrame({"title": titles, "genres": genres},
                           index=pd.Index(np.asarray(ids, np.int64), name="item_id"))
     movies["year"] = _year_from_title(movies["title"])
-    tags = folder / "tags.dat"  # ml-10m layout; absent in ml-1m
-    movies["tags"] = [[] for _ in range(len(movies))] if not tags.is_file() else _tag_lists(None, movies.index)
+    movies["tags"] = [[] for _ in range(len(movies))]  # ml-1m has no tags
     return ratings, movies
 
 
@@ -553,7 +564,7 @@ def parse_movielens_folder(folder: str | os.PathLike, name: str = "ml-latest-sma
     spec = _spec(name)
     _check_required(folder, name)
     if verify:
-        verify_sha256sums(folder, only=[f for f in spec["files"] if (folder / f).exists()])
+        verify_sha256sums(folder, required=spec["files"])
     ratings, movies = _PARSERS[spec["format"]](folder)
     if len(ratings) == 0:
         raise DataError(f"{folder} has no ratings: restore the files from the official zip")

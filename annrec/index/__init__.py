@@ -14,7 +14,7 @@ from typing import Any
 from annrec.embeddings import read_manifest
 from annrec.errors import ArtifactError, InputError
 from annrec.index.base import KIND, Index
-from annrec.index.faiss_backend import FaissIndex, gpu_available, suggest_nlist
+from annrec.index.faiss_backend import FaissIndex, gpu_available, suggest_nlist, suggest_pq_m
 from annrec.index.hnsw_backend import HnswIndex
 
 BACKENDS: dict[str, type[Index]] = {"faiss": FaissIndex, "hnswlib": HnswIndex}
@@ -48,4 +48,4 @@ def load_index(path: str | os.PathLike) -> Index:
 
 
 __all__ = ["Index", "FaissIndex", "HnswIndex", "BACKENDS", "build_index", "load_index", "gpu_available",
-           "suggest_nlist"]
+           "suggest_nlist", "suggest_pq_m"]

@@ -344,8 +344,19 @@ class Index(ABC):
         try:
             index = cls(manifest["dim"], manifest["metric"], **manifest.get("params", {}))
             ext = json.loads((path / "ids.json").read_text())
-            index._ext = normalize_ids(ext) if ext else np.empty(0, dtype=np.int64)
             index._deleted = np.load(path / "deleted.npy")
+            # ids.json keeps the ids of deleted labels too, so an upserted id appears twice: only the live
+            # ids must be unique (checked by normalize_ids); the full array keeps the same id type.
+            if len(index._deleted) != len(ext):
+                raise ArtifactError(f"{path}: ids and deletion marks disagree in length; rebuild the index")
+            if not ext:
+                index._ext = np.empty(0, dtype=np.int64)
+            else:
+                kinds = normalize_ids(list(dict.fromkeys(ext)))  # id type checks, repeats allowed
+                live = [e for e, d in zip(ext, index._deleted.tolist()) if not d]
+                if live:
+                    normalize_ids(live)  # live ids are unique
+                index._ext = np.asarray(ext, dtype=np.int64 if kinds.dtype.kind in "iu" else object)
             index._vectors = np.load(path / "vectors.npy")
             if len(index._deleted) != len(index._ext) or len(index._vectors) != len(index._ext):
                 raise ArtifactError(f"{path}: ids, deletion marks and vectors disagree in length; rebuild the index")

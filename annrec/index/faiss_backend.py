@@ -1,9 +1,10 @@
 """FAISS backend: any index described by a FAISS index factory string (Johnson, Douze & Jégou, 2019).
 
 ``factory`` is passed to ``faiss.index_factory`` (``"Flat"``, ``"IVF1024,Flat"``, ``"IVF1024,PQ32"``,
-``"HNSW32"``, ``"OPQ16,IVF256,PQ16"``, …). ``{nlist}`` in the string is replaced by ``nlist``
-(default ``"auto"``: ``4·√n`` rounded to a power of two, clipped to [1, n/39] — FAISS warns below 39
-training points per centroid). Query-time parameters: ``nprobe`` (IVF lists probed, FAISS default 1)
+``"HNSW32"``, ``"OPQ16,IVF256,PQ16"``, …). ``{pq_m}`` is replaced by ``pq_m`` (default ``"auto"``: :func:`suggest_pq_m`), and
+``{nlist}`` in the string is replaced by ``nlist``
+(default ``"auto"``: ``4·√n`` rounded to a power of two, halved until every list has at least 39
+training points, below which FAISS warns). Query-time parameters: ``nprobe`` (IVF lists probed, FAISS default 1)
 and ``efSearch`` (HNSW, FAISS default 16), passed per call through ``faiss.SearchParameters``.
 ``ip`` uses ``METRIC_INNER_PRODUCT``; ``cosine`` is inner product on normalised vectors.
 
@@ -26,14 +27,23 @@ import numpy as np
 from annrec.errors import InputError
 from annrec.index.base import Index
 
-_BUILD_PARAMS = ("factory", "nlist", "nprobe", "efSearch", "gpu", "train_size", "seed", "factory_resolved")
+_BUILD_PARAMS = ("factory", "nlist", "pq_m", "nprobe", "efSearch", "gpu", "train_size", "seed", "factory_resolved")
 
 
 def suggest_nlist(n: int) -> int:
-    """Number of IVF lists for ``n`` vectors: ``4·√n`` rounded to a power of two, at most ``n // 39``."""
-    target = 4 * math.sqrt(max(n, 1))
-    nlist = 2 ** round(math.log2(max(target, 1)))
-    return int(max(1, min(nlist, n // 39 if n >= 39 else 1)))
+    """Number of IVF lists for ``n`` vectors: ``4·√n`` rounded to a power of two, halved while ``39·nlist > n``."""
+    nlist = 2 ** round(math.log2(max(4 * math.sqrt(max(n, 1)), 1)))
+    while nlist > 1 and nlist * 39 > n:
+        nlist //= 2
+    return int(nlist)
+
+
+def suggest_pq_m(dim: int) -> int:
+    """Sub-quantizers for PQ on ``dim``-d vectors: the divisor of ``dim`` closest to ``min(dim / 4, 64)``
+    (4-d sub-vectors, at most 64 bytes per code), since FAISS needs ``dim % m == 0``."""
+    target = min(dim / 4, 64)
+    divisors = [m for m in range(1, dim + 1) if dim % m == 0]
+    return int(min(divisors, key=lambda m: (abs(m - target), -m)))
 
 
 def gpu_available() -> bool:
@@ -74,6 +84,9 @@ class FaissIndex(Index):
             nlist = self.params.get("nlist", "auto")
             nlist = suggest_nlist(n) if nlist in (None, "auto") else int(nlist)
             factory = factory.replace("{nlist}", str(nlist))
+        if "{pq_m}" in factory:
+            m = self.params.get("pq_m", "auto")
+            factory = factory.replace("{pq_m}", str(suggest_pq_m(self.dim) if m in (None, "auto") else int(m)))
         return factory
 
     def _backend_create(self, x: np.ndarray) -> None:

@@ -461,8 +461,10 @@ def read_edge_list(path: str | os.PathLike, *, source: str | int | None = None, 
             wcol = df.columns[2]
     if len(df) == 0:
         raise DataError(f"edge list {path} has a header but no edges: add lines 'source{sep}target'")
-    s = df[scol].str.strip().replace("", None).to_numpy(dtype=object)
-    t = df[tcol].str.strip().replace("", None).to_numpy(dtype=object)
+    s = df[scol].str.strip().to_numpy(dtype=object)
+    t = df[tcol].str.strip().to_numpy(dtype=object)
+    s[s == ""] = None
+    t[t == ""] = None
     w = None
     if wcol is not None and wcol not in (scol, tcol):
         raw = df[wcol].str.strip()

@@ -196,29 +196,38 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
 def model_fingerprint(path: str | os.PathLike) -> str:
-    """SHA-256 over the files of a model folder (relative names and contents).
+    """SHA-256 over the files of a model folder (relative names, sizes and contents).
 
     Hidden files and ``*.md`` are ignored (they do not change the vectors). Two folders with the same
     weights, tokenizer and configuration get the same fingerprint wherever they live, so the offline
-    package and a copy of it share one cache. About 0.2 s for the 90 MB all-MiniLM-L6-v2.
+    package and a copy of it share one cache. Hashing all-MiniLM-L6-v2 (90 MB) takes about 0.2 s; the
+    result is remembered in the process while no file's size or modification time changes.
     """
     root = Path(path)
-    h = hashlib.sha256(b"annrec.text.model.v1")
     files = sorted(f for f in root.rglob("*") if f.is_file()
                    and not any(part.startswith(".") for part in f.relative_to(root).parts)
                    and f.suffix.lower() != ".md")
-    for f in files:
-        rel = f.relative_to(root).as_posix().encode()
-        h.update(len(rel).to_bytes(8, "little") + rel)
-        h.update(f.stat().st_size.to_bytes(8, "little"))
+    stats = tuple((f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    memo_key = (str(root.resolve()), stats)
+    if memo_key in _FINGERPRINTS:
+        return _FINGERPRINTS[memo_key]
+    h = hashlib.sha256(b"annrec.text.model.v1")
+    for f, (rel, size, _) in zip(files, stats):
+        b = rel.encode()
+        h.update(len(b).to_bytes(8, "little") + b)
+        h.update(size.to_bytes(8, "little"))
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
-    return h.hexdigest()
+    _FINGERPRINTS[memo_key] = digest = h.hexdigest()
+    return digest
 
 
-_MODEL_CACHE: dict[tuple[str, str], Any] = {}
+_MODEL_CACHE: dict[tuple[str, str, int | None], Any] = {}
 _MODEL_LOCK = threading.Lock()
 
 
@@ -238,9 +247,10 @@ def _offline_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _load_sentence_transformer(resolved: ResolvedModel, device: str):
-    """Load (once per process and device) the SentenceTransformer of a resolved model."""
-    key = (str(resolved.path) if resolved.local else f"hub:{resolved.repo_id}", device)
+def _load_sentence_transformer(resolved: ResolvedModel, device: str, max_seq_length: int | None = None):
+    """Load the SentenceTransformer of a resolved model, once per process, device and ``max_seq_length``
+    (a loaded model is shared by every encoder with those settings and never modified afterwards)."""
+    key = (str(resolved.path) if resolved.local else f"hub:{resolved.repo_id}", device, max_seq_length)
     with _MODEL_LOCK:
         if key in _MODEL_CACHE:
             return _MODEL_CACHE[key]
@@ -261,6 +271,8 @@ def _load_sentence_transformer(resolved: ResolvedModel, device: str):
                 raise
             raise DataNotFoundError(f"could not download sentence-transformers model {resolved.repo_id!r} "
                                     f"({type(e).__name__}: {e}): {_HOW_TO_FIX_MODEL}") from None
+        if max_seq_length is not None:
+            model.max_seq_length = int(max_seq_length)
         _MODEL_CACHE[key] = model
         return model
 
@@ -405,9 +417,8 @@ class TextEncoder:
         self.show_progress_bar = show_progress_bar
         self.resolved = resolve_model(model)
         self.device = device or _default_device()
-        self.model = _load_sentence_transformer(self.resolved, self.device)
-        if max_seq_length is not None:
-            self.model.max_seq_length = int(max_seq_length)
+        self.model = _load_sentence_transformer(self.resolved, self.device,
+                                                None if max_seq_length is None else int(max_seq_length))
         self.max_seq_length = int(self.model.max_seq_length) if self.model.max_seq_length else None
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
@@ -529,8 +540,6 @@ class TextEncoder:
             raise ArtifactError("this embeddings artifact has no text encoder in its manifest: text search needs "
                                 "an artifact written by `annrec train text`")
         model = enc["model"]
-        if enc.get("model_source") == "path" and not Path(model).exists() and enc.get("model_repo_id"):
-            model = enc["model_repo_id"]
         kwargs.setdefault("use_cache", False)
         kwargs.setdefault("max_seq_length", enc.get("max_seq_length"))
         self = cls(model, device=device, normalize=bool(enc.get("normalize", True)), **kwargs)
@@ -577,7 +586,7 @@ def _clean(s: Any) -> str:
 
 
 def _list_values(v: Any, max_values: int | None) -> list[str]:
-    """Distinct values (case-insensitive) ordered by count (desc), then alphabetically: order-independent."""
+    """Distinct values (case-insensitive), most frequent first, ties in input order (first spelling kept)."""
     counts: dict[str, int] = {}
     shown: dict[str, str] = {}
     for x in v:
@@ -588,8 +597,8 @@ def _list_values(v: Any, max_values: int | None) -> list[str]:
             continue
         k = s.casefold()
         counts[k] = counts.get(k, 0) + 1
-        shown[k] = min(shown.get(k, s), s)  # deterministic spelling among case variants
-    order = sorted(counts, key=lambda k: (-counts[k], k, shown[k]))
+        shown.setdefault(k, s)
+    order = sorted(counts, key=lambda k: -counts[k])  # stable: ties keep their first-appearance order
     if max_values is not None:
         order = order[:max_values]
     return [shown[k] for k in order]
@@ -601,8 +610,9 @@ def format_item_text(record: Mapping[str, Any], fields: Sequence[str] = DEFAULT_
 
     Rules: fields appear in the order given, joined by ``". "``; the ``title`` field is written bare and
     every other field as ``"<Field>: <value>"``; list values (genres, tags) are de-duplicated
-    case-insensitively, ordered by how often they occur, then alphabetically (so the input order does
-    not matter), capped at ``max_list_values`` and joined by ``", "``; whitespace is collapsed; missing
+    case-insensitively (first spelling kept), ordered by how often they occur with ties in input order
+    (:func:`annrec.data.load_movielens` lists the most-applied tags first), capped at
+    ``max_list_values`` and joined by ``", "``; whitespace is collapsed; missing
     values, empty strings and the MovieLens placeholder ``"(no genres listed)"`` are left out.
     Example: ``"Toy Story (1995). Genres: Adventure, Animation. Tags: pixar, fun"``.
 

@@ -1,0 +1,88 @@
+"""``annrec serve``: the HTTP API over the artifacts of a model dir (uvicorn + FastAPI)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import typer
+
+from annrec.cli.apps import app, console, err_console
+
+
+@app.command("serve")
+def serve(
+    model_dir: Path = typer.Option(None, "--model-dir", help="Folder holding Embeddings and Index artifacts "
+                                                             "(e.g. the --out of `annrec quickstart`). "
+                                                             "Env: ANNREC_MODEL_DIR."),
+    host: str = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1)."),
+    port: int = typer.Option(None, "--port", help="Port (default 8000)."),
+    workers: int = typer.Option(None, "--workers", help="Worker processes (default 1); more than 1 makes the "
+                                                        "indexes read-only (each worker holds its own copy)."),
+    config: Path = typer.Option(None, "--config", help="YAML/JSON/TOML settings file (see "
+                                                       "service/config.example.yaml). Env: ANNREC_CONFIG."),
+    read_key: str = typer.Option(None, "--read-key", help="API key for reads. Env: ANNREC_READ_KEY."),
+    admin_key: str = typer.Option(None, "--admin-key", help="API key for writes and reload (reads too). "
+                                                            "Env: ANNREC_ADMIN_KEY."),
+    insecure_no_auth: bool = typer.Option(None, "--insecure-no-auth/--auth",
+                                          help="Serve without API keys (loopback experiments only)."),
+    persist: str = typer.Option(None, "--persist", help="sync (answer writes once saved) or async "
+                                                        "(save in the background) (default sync)."),
+    log_level: str = typer.Option(None, "--log-level", help="critical, error, warning, info, debug."),
+    check: bool = typer.Option(False, "--check", help="Load the artifacts, print what would be served, and exit."),
+) -> None:
+    """Serve indexes and recommenders over HTTP (FastAPI + uvicorn). Settings: flags > ANNREC_* env > --config."""
+    from annrec.service.registry import Registry, discover
+    from annrec.service.settings import SETTINGS_ENV, load_settings
+
+    settings = load_settings(config, model_dir=model_dir, host=host, port=port, workers=workers, read_key=read_key,
+                             admin_key=admin_key, insecure_no_auth=insecure_no_auth, persist=persist,
+                             log_level=log_level)
+    found = discover(settings.model_dir)  # clean errors before uvicorn starts
+    if not found.indexes and not found.embeddings:
+        from annrec.errors import DataNotFoundError
+
+        raise DataNotFoundError(f"no index or embeddings artifacts under {settings.model_dir}: build some with "
+                                f"`annrec quickstart --out {settings.model_dir}` or `annrec index build`")
+    if check:
+        snap = Registry(settings.model_copy(update={"workers": 2})).load()  # read-only: no saver threads
+        for name, srv in sorted(snap.indexes.items()):
+            d = srv.describe(full=False)
+            console.print(f"{name}: {d['backend']} {d['metric']} dim={d['dim']} count={d['count']} "
+                          f"trainer={d['trainer']} users={d['user_recommendations']} encoder={d['query_encoder']}")
+        return
+    if settings.insecure_no_auth:
+        err_console.print("[bold yellow]WARNING:[/] serving WITHOUT authentication (--insecure-no-auth): anyone "
+                          f"who can reach {settings.host}:{settings.port} can read"
+                          + ("" if settings.read_only else ", change and reload the indexes"), highlight=False)
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.insecure_no_auth:
+        err_console.print(f"[bold red]WARNING:[/] listening on {settings.host} without authentication",
+                          highlight=False)
+    import uvicorn
+
+    runtime = None
+    if settings.workers > 1:
+        runtime = tempfile.mkdtemp(prefix="annrec-serve-")
+        settings = settings.model_copy(update={"runtime_dir": Path(runtime)})
+    os.environ[SETTINGS_ENV] = settings.to_env_json()
+    console.print(f"annrec serve: {len(found.indexes)} index(es), {len(found.embeddings)} embeddings under "
+                  f"{settings.model_dir}; http://{settings.host}:{settings.port} (docs at /docs), "
+                  f"{settings.workers} worker(s)" + (", read-only" if settings.read_only else ""), highlight=False)
+    kwargs = {}
+    for mod, key, value in (("httptools", "http", "httptools"), ("uvloop", "loop", "uvloop")):
+        try:
+            __import__(mod)
+            kwargs[key] = value
+        except ImportError:
+            pass
+    try:
+        uvicorn.run("annrec.service.app:app_from_env", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_level=settings.log_level, access_log=settings.access_log,
+                    timeout_graceful_shutdown=30, **kwargs)
+    finally:
+        os.environ.pop(SETTINGS_ENV, None)
+        if runtime is not None:
+            import shutil
+
+            shutil.rmtree(runtime, ignore_errors=True)

@@ -1,0 +1,140 @@
+"""``annrec train sequence`` (the RNN sequence recommender) and ``annrec recommend-next ITEM_ID…``."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import typer
+
+from annrec.cli.apps import app, console, json_option, train_app, write_json_report
+from annrec.errors import InputError
+
+
+@train_app.command("sequence")
+def train_sequence(
+    dataset: str = typer.Option("ml-latest-small", "--dataset", help="MovieLens data set to train on."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder holding <dataset>/ (else $ANNREC_DATA_DIR)."),
+    cell: str = typer.Option("gru", "--cell", help="Recurrent cell: gru or lstm."),
+    layers: int = typer.Option(1, "--layers", help="Stacked RNN layers."),
+    units: int = typer.Option(128, "--units", help="Hidden units (query/item vectors have units + 1 dimensions)."),
+    item_dim: int = typer.Option(64, "--item-dim", help="Item embedding size."),
+    dropout: float = typer.Option(0.2, "--dropout", help="Dropout on embeddings, between layers, before the output."),
+    attention: bool = typer.Option(False, "--attention/--no-attention", help="Causal self-attention over the RNN "
+                                   "outputs."),
+    recency: bool = typer.Option(True, "--recency/--no-recency", help="Recency-bucket embedding of each event."),
+    n_buckets: int = typer.Option(100, "--buckets", help="Recency buckets (days before the last event)."),
+    bucket_scheme: str = typer.Option("log", "--bucket-scheme", help="Recency bin edges: log or quantile."),
+    max_len: int = typer.Option(20, "--max-len", help="Events per input window (front-padded)."),
+    horizon: int = typer.Option(20, "--horizon", help="Future items each position learns to predict "
+                                "(1 = classic next item)."),
+    stride: int = typer.Option(1, "--stride", help="A training window ends every STRIDE events of a history."),
+    train_last: int = typer.Option(1, "--train-last", help="Loss on the last N positions of each window "
+                                   "(0 = all)."),
+    loss: str = typer.Option("full", "--loss", help="full (softmax over all items) or sampled (sampled softmax)."),
+    negatives: int = typer.Option(1024, "--negatives", help="Negatives per batch for --loss sampled."),
+    lr: float = typer.Option(2e-3, "--lr", help="AdamW learning rate."),
+    weight_decay: float = typer.Option(1e-2, "--weight-decay", help="AdamW weight decay."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Windows per batch."),
+    epochs: int = typer.Option(20, "--epochs", help="Maximum epochs (early stopping picks the best)."),
+    patience: int = typer.Option(2, "--patience", help="Epochs without a better validation Recall@10 before stopping."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Per-user share of the latest training events "
+                                       "held out for early stopping (0 = none)."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="Retrain on all training events for the best "
+                               "epoch count."),
+    seed: int = typer.Option(0, "--seed", help="Seed of initialisation and shuffling."),
+    device: str | None = typer.Option(None, "--device", help="cuda / cpu (default: CUDA when available)."),
+    threads: int = typer.Option(1, "--threads", help="torch CPU threads."),
+    evaluate: bool = typer.Option(False, "--eval/--no-eval", help="Train on the training half of the top-N "
+                                  "protocol's per-user temporal split (80/20) and report Recall@10, NDCG@10, ... "
+                                  "on the test half (the artifact is then the 80% model)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars and per-epoch lines."),
+    out: Path = typer.Option(..., "--out", help="Embeddings folder to write (replaced atomically)."),
+    json_path: Path | None = json_option(),
+) -> None:
+    """Train the RNN sequence recommender (item + recency embeddings, GRU/LSTM, optional attention).
+
+    The artifact (metric ip) holds item vectors [w_i, b_i] and the encoder that turns a sequence into a query
+    [h, 1]; index it with `annrec index build` and query it with `annrec recommend-next`.
+    """
+    from annrec.data import load_movielens, temporal_user_split
+    from annrec.train.sequence import SequenceTrainer
+
+    trainer = SequenceTrainer(cell=cell, layers=layers, units=units, item_dim=item_dim, dropout=dropout,
+                              attention=attention, recency=recency, n_buckets=n_buckets, bucket_scheme=bucket_scheme,
+                              max_len=max_len, horizon=horizon, stride=stride, train_last=train_last, loss=loss,
+                              n_negatives=negatives, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+                              epochs=epochs, patience=patience, val_fraction=val_fraction, refit=refit, seed=seed,
+                              device=device, threads=threads, progress=progress)
+    data = load_movielens(dataset, data_dir=os.fspath(data_dir) if data_dir else None)
+    test = None
+    if evaluate:
+        data, test = temporal_user_split(data, 0.2)
+    t0 = time.perf_counter()
+    emb = trainer.fit(data)
+    seconds = time.perf_counter() - t0
+    figures: dict = {"train_seconds": round(seconds, 1), "best_epoch": trainer.result.best_epoch,
+                     "best_val_recall@10": trainer.result.best_val_recall, "device": str(trainer.device)}
+    if test is not None:
+        from annrec.metrics import dot_recommender, evaluate_topn
+
+        figures["topn"] = evaluate_topn(dot_recommender(emb.queries, emb.vectors), data, test, 10)
+    emb.manifest["figures"] = figures
+    emb.save(out)
+    console.print(f"[bold]sequence[/] {len(emb)} items -> {out} (dim {emb.dim}, metric ip), trained in "
+                  f"{seconds:.1f} s on {trainer.device} (best epoch {trainer.result.best_epoch})")
+    if "topn" in figures:
+        m = figures["topn"]
+        console.print("temporal split (test 20%): " + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "users"))
+    write_json_report(json_path, {"command": "train sequence", "out": str(out), "dataset": dataset,
+                                  "params": trainer.config.to_dict(), **figures,
+                                  "history": trainer.result.history})
+
+
+def _parse_timestamps(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise InputError(f"--timestamps must be integers (Unix seconds) separated by commas; got {text!r}") from None
+
+
+@app.command("recommend-next")
+def recommend_next_cmd(
+    item_ids: list[str] = typer.Argument(..., help="The sequence's item ids, oldest first."),
+    model: Path = typer.Option(..., "--model", help="Sequence Embeddings folder (annrec train sequence --out)."),
+    index_dir: Path | None = typer.Option(None, "--index", help="Index folder built from it (default: exact search)."),
+    timestamps: str | None = typer.Option(None, "--timestamps", help="Unix seconds of each item, comma-separated."),
+    now: int | None = typer.Option(None, "--now", help="Reference time of the recency feature (default: the last "
+                                   "timestamp)."),
+    k: int = typer.Option(10, "-k", "--k", help="How many items."),
+    include_input: bool = typer.Option(False, "--include-input", help="Allow the sequence's own items in the answer."),
+    json_path: Path | None = json_option(),
+) -> None:
+    """Next-item recommendations after a sequence of items (maximum inner product search with its RNN state)."""
+    from annrec.embeddings import Embeddings
+    from annrec.index import load_index
+    from annrec.train.sequence import recommend_next
+
+    emb = Embeddings.load(model)
+    index = load_index(index_dir) if index_dir is not None else None
+    recs, warnings = recommend_next(emb, index, item_ids, _parse_timestamps(timestamps), k=k, now=now,
+                                    exclude_input=not include_input)
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    items = emb.items or {}
+    for rank, r in enumerate(recs, 1):
+        title = (r.item or items.get(r.item_id) or {}).get("title", "")
+        console.print(f"{rank:3d}. {r.item_id}  {title}  [dim]{r.score:.3f}[/]", highlight=False)
+    write_json_report(json_path, {"command": "recommend-next", "model": str(model),
+                                  "index": str(index_dir) if index_dir else None, "input": item_ids,
+                                  "warnings": warnings,
+                                  "items": [{"item_id": r.item_id, "score": r.score,
+                                             "title": (r.item or items.get(r.item_id) or {}).get("title")}
+                                            for r in recs]})
+
+
+__all__ = ["train_sequence", "recommend_next_cmd"]

@@ -1,0 +1,230 @@
+"""Request and response models of the HTTP API (pydantic v2), with the examples shown in the OpenAPI schema.
+
+Limits that depend on the settings (``max_k``, ``max_batch``, ``max_ids``, ``max_string_length``) are
+checked by the endpoints, so the message names the setting; the bounds here are hard caps that keep
+validation itself cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+# Item ids: non-negative 64-bit integers or non-empty strings (the id type of the index must match).
+IntId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+StrId = Annotated[StrictStr, Field(min_length=1, max_length=512)]
+ItemId = IntId | StrId
+Vector = Annotated[list[float], Field(min_length=1, max_length=65_536)]
+
+_HARD_MAX_LIST = 1_000_000
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------------------- errors and status
+class ErrorBody(_Model):
+    """Every 4xx/5xx answer: a machine-readable code and a message saying what was wrong and how to fix it."""
+
+    error: str = Field(description="short code: invalid_request, unauthorized, forbidden, not_found, "
+                                   "payload_too_large, conflict, internal_error, …")
+    message: str
+    details: list[dict[str, Any]] | None = Field(None, description="per-field problems of an invalid request")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"error": "invalid_request", "message": "queries have dimension 3 but the index expects 784: encode them "
+                                                "with the same model the index was built from"}]})
+
+
+class Health(_Model):
+    status: str = "ok"
+
+
+class Ready(_Model):
+    status: str = Field(description="ready | loading")
+    indexes: int
+    generation: int
+
+
+# ----------------------------------------------------------------------------- index descriptions
+class IndexSummary(BaseModel):
+    """What ``GET /v1/indexes`` lists for each index."""
+
+    name: str
+    backend: str = Field(description="faiss | hnswlib")
+    metric: str = Field(description="ip (maximum inner product search) | cosine | l2 (squared distances)")
+    dim: int
+    count: int = Field(description="live items")
+    trainer: str | None = Field(None, description="trainer of the embeddings the index was built from")
+    user_recommendations: bool = Field(description="answers GET /v1/users/{user_id}/recommendations")
+    query_encoder: str | None = Field(None, description="text | sequence: answers /v1/search/text or "
+                                                        "/v1/recommendations/next")
+    writable: bool
+    query_params: list[str] = Field(description="per-request search parameters it understands (ef, nprobe)")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "mf-hnsw", "backend": "hnswlib", "metric": "ip", "dim": 65, "count": 9724, "trainer": "mf",
+         "user_recommendations": True, "query_encoder": None, "writable": True, "query_params": ["ef"]}]})
+
+
+class IndexList(BaseModel):
+    indexes: list[IndexSummary]
+    generation: int = Field(description="increases with every reload")
+
+
+class IndexDetail(IndexSummary):
+    """The manifest of one index plus what the server knows about it."""
+
+    params: dict[str, Any] = Field(description="build parameters (M, ef_construction, factory, nlist, …)")
+    source: dict[str, Any] = Field(description="the embeddings it was built from")
+    path: str | None
+    embeddings: str | None
+    n_users: int
+    id_type: str | None = Field(None, description="int | str")
+    memory_bytes: int | None
+    writes_since_load: int
+    saved_writes: int
+    recommender_error: str | None = None
+    query_encoder_error: str | None = None
+    loaded_at: str
+
+
+# ----------------------------------------------------------------------------- search
+class Hit(BaseModel):
+    id: int | str
+    score: float = Field(description="similarity (ip, cosine; higher is better) or squared L2 distance "
+                                     "(l2; lower is better)")
+    item: dict[str, Any] | None = Field(None, description="item metadata (e.g. title, genres)")
+
+
+class SearchRequest(_Model):
+    """Nearest neighbours of one query vector (``vector``) or a batch (``vectors``)."""
+
+    vector: Vector | None = Field(None, description="one query vector of the index's dimension")
+    vectors: Annotated[list[Vector], Field(min_length=1, max_length=100_000)] | None = Field(
+        None, description="a batch of query vectors (at most max_batch)")
+    k: int = Field(10, ge=1, description="results per query (at most max_k and the index size)")
+    ef: int | None = Field(None, ge=1, description="HNSW efSearch for this request (hnswlib, FAISS HNSW)")
+    nprobe: int | None = Field(None, ge=1, description="IVF lists probed for this request (FAISS IVF)")
+    allowed_ids: Annotated[list[ItemId], Field(max_length=_HARD_MAX_LIST)] | None = Field(
+        None, description="only these items may be returned (unknown ids are ignored)")
+    denied_ids: Annotated[list[ItemId], Field(max_length=_HARD_MAX_LIST)] | None = Field(
+        None, description="these items are never returned")
+    include_metadata: StrictBool = Field(True, description="add each item's metadata to the hits")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"vector": [0.12, -0.4, 0.33], "k": 5, "ef": 64},
+        {"vectors": [[0.12, -0.4, 0.33], [0.5, 0.1, -0.2]], "k": 3, "denied_ids": [1, 2]}]})
+
+
+class SearchResponse(BaseModel):
+    index: str
+    k: int
+    results: list[list[Hit]] = Field(description="one list of hits per query, best first (fewer than k when "
+                                                 "filters leave fewer items)")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"index": "mf-hnsw", "k": 2, "results": [[{"id": 318, "score": 4.21, "item": {"title": "Shawshank "
+                                                  "Redemption, The (1994)"}},
+                                                 {"id": 858, "score": 4.02, "item": {"title": "Godfather, The (1972)"}}]]}]})
+
+
+class RecommendationResponse(BaseModel):
+    index: str
+    k: int
+    hits: list[Hit]
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"index": "mf-hnsw", "k": 1, "hits": [{"id": 2571, "score": 3.9, "item": {"title": "Matrix, The (1999)"}}]}]})
+
+
+class SimilarResponse(RecommendationResponse):
+    item_id: int | str
+
+
+class UserRecommendationResponse(RecommendationResponse):
+    user_id: int | str
+    exclude_seen: bool
+
+
+class NextRequest(_Model):
+    """Next-item recommendation from a sequence of item ids (oldest first)."""
+
+    items: Annotated[list[ItemId], Field(min_length=1, max_length=_HARD_MAX_LIST)] = Field(
+        description="the item ids of the session, oldest first")
+    timestamps: Annotated[list[Annotated[int, Field(ge=0, le=2**53)]], Field(max_length=_HARD_MAX_LIST)] | None = \
+        Field(None, description="one Unix time (integer seconds) per item, non-decreasing, when the model uses them")
+    k: int = Field(10, ge=1)
+    index: StrId | None = Field(None, description="which sequence model (default: the first loaded)")
+    exclude_input: StrictBool = Field(True, description="never recommend the items of the sequence itself")
+    include_metadata: StrictBool = True
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"items": [1, 260, 1196], "timestamps": [964982703, 964982931, 964983000], "k": 5}]})
+
+
+class TextSearchRequest(_Model):
+    """Items nearest to a text query, encoded by the text model the index was built from."""
+
+    query: Annotated[StrictStr, Field(min_length=1, max_length=100_000)] = Field(description="the query text")
+    k: int = Field(10, ge=1)
+    index: StrId | None = Field(None, description="which text model (default: the first loaded)")
+    allowed_ids: Annotated[list[ItemId], Field(max_length=_HARD_MAX_LIST)] | None = None
+    denied_ids: Annotated[list[ItemId], Field(max_length=_HARD_MAX_LIST)] | None = None
+    ef: int | None = Field(None, ge=1)
+    nprobe: int | None = Field(None, ge=1)
+    include_metadata: StrictBool = True
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"query": "space opera with robots", "k": 5}]})
+
+
+class TextSearchResponse(RecommendationResponse):
+    query: str
+    warnings: list[str] | None = Field(None, description="what the encoder ignored or assumed")
+
+
+class NextResponse(RecommendationResponse):
+    warnings: list[str] | None = Field(None, description="what the encoder ignored or assumed (unknown item ids, "
+                                                         "missing timestamps)")
+
+
+# ----------------------------------------------------------------------------- writes
+class UpsertItem(_Model):
+    id: ItemId
+    vector: Vector
+    metadata: dict[str, Any] | None = Field(None, description="stored with the item and returned in hits")
+
+
+class UpsertRequest(_Model):
+    """Insert or replace items (a known id is replaced)."""
+
+    items: Annotated[list[UpsertItem], Field(min_length=1, max_length=100_000)]
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"items": [{"id": 200001, "vector": [0.1, 0.2, 0.3], "metadata": {"title": "A new movie (2025)"}}]}]})
+
+
+class WriteResponse(BaseModel):
+    index: str
+    count: int = Field(description="live items after the write")
+    persisted: bool = Field(description="the write is saved in the index folder (persist=sync); false in "
+                                        "persist=async mode until the background save")
+    upserted: int | None = None
+    deleted: int | str | None = None
+
+
+class ItemResponse(BaseModel):
+    index: str
+    id: int | str
+    item: dict[str, Any] | None = None
+    vector: list[float] | None = None
+
+
+class ReloadResponse(BaseModel):
+    generation: int
+    indexes: list[str]
+    seconds: float
+    skipped: list[str] = Field(default_factory=list, description="folders with a manifest that are not served")

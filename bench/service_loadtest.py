@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""Served vs in-process vector search on Fashion-MNIST (60,000 x 784, HNSW, k=10) — issue 4's performance bar.
+
+1. builds (once) an hnswlib index of the Fashion-MNIST training images under ``--model-dir``;
+2. measures in-process single-query QPS (``Index.search`` one query at a time, one thread — the
+   ANN-Benchmarks protocol) and recall@10 against exact neighbours;
+3. starts ``annrec serve`` on 127.0.0.1 with ``--workers`` 1 and 2 and runs ``service/loadtest.py``
+   (concurrency 1, 8, 16, 32) against each;
+4. prints the figures and writes them as JSON (``--json``).
+
+    python bench/service_loadtest.py --json bench/results/service-loadtest.json
+
+The load generator shares the machine with the server (2 cores here): compare figures taken side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "service"))
+from loadtest import read_idx_images  # noqa: E402
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+KEY = "bench-read-key-0123456789"
+
+
+def build(model_dir: Path, M: int, efc: int, ef: int) -> Path:
+    from annrec.index import build_index, load_index
+
+    path = model_dir / "fmnist-hnsw"
+    if (path / "manifest.json").exists():
+        idx = load_index(path)
+        if idx.params.get("M") == M and idx.params.get("ef_construction") == efc:
+            if idx.params.get("ef") != ef:
+                idx.set_query_params(ef=ef)
+                idx.save(path)
+            return path
+    x = read_idx_images(FMNIST / "train-images-idx3-ubyte.gz", 60_000)
+    t0 = time.perf_counter()
+    idx = build_index(x, np.arange(len(x)), "l2", backend="hnswlib", M=M, ef_construction=efc, ef=ef)
+    idx.items = {}
+    idx.source = {"dataset": "fashion-mnist-784-euclidean (train)"}
+    print(f"built HNSW M={M} efConstruction={efc} over {len(x)} x {x.shape[1]} in {time.perf_counter() - t0:.1f} s")
+    idx.save(path)
+    return path
+
+
+def in_process(path: Path, n: int, k: int) -> dict:
+    import faiss
+
+    from annrec.index import load_index
+
+    idx = load_index(path)
+    q = read_idx_images(FMNIST / "t10k-images-idx3-ubyte.gz", n)
+    for v in q[:200]:
+        idx.search(v, k, threads=1)
+    t0 = time.perf_counter()
+    got = [idx.search(v, k, threads=1)[0][0] for v in q]
+    secs = time.perf_counter() - t0
+    x = read_idx_images(FMNIST / "train-images-idx3-ubyte.gz", 60_000)
+    flat = faiss.IndexFlatL2(x.shape[1])
+    flat.add(x)
+    _, truth = flat.search(q, k)
+    recall = float(np.mean([len(set(g.tolist()) & set(t.tolist())) / k for g, t in zip(got, truth)]))
+    return {"queries": n, "qps_single_thread": round(n / secs, 1), "mean_latency_ms": round(secs / n * 1000, 3),
+            "recall_at_10": round(recall, 4), "ef": idx.params.get("ef")}
+
+
+def lock_overhead(path: Path, n: int, k: int, threads: int = 2) -> dict:
+    """Searches per second from ``threads`` threads, bare ``Index.search`` vs under the service's RWLock."""
+    import threading
+
+    from annrec.index import load_index
+    from annrec.service.rwlock import RWLock
+
+    idx = load_index(path)
+    q = read_idx_images(FMNIST / "t10k-images-idx3-ubyte.gz", n)
+    lock = RWLock()
+
+    def run(locked: bool) -> float:
+        def work(part):
+            for v in part:
+                if locked:
+                    with lock.read():
+                        idx.search(v, k, threads=1)
+                else:
+                    idx.search(v, k, threads=1)
+
+        parts = np.array_split(q, threads)
+        ts = [threading.Thread(target=work, args=(p,)) for p in parts]
+        t0 = time.perf_counter()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return n / (time.perf_counter() - t0)
+
+    run(False)
+    plain, locked = [], []
+    for _ in range(3):  # interleaved, so machine noise hits both alike
+        plain.append(run(False))
+        locked.append(run(True))
+    t0 = time.perf_counter()
+    for _ in range(100_000):
+        with lock.read():
+            pass
+    per = (time.perf_counter() - t0) / 100_000
+    return {"threads": threads, "qps_plain": round(max(plain), 1), "qps_rwlock": round(max(locked), 1),
+            "ratio": round(max(locked) / max(plain), 3), "uncontended_read_lock_us": round(per * 1e6, 2)}
+
+
+def serve_and_load(model_dir: Path, workers: int, args) -> dict:
+    port = 18000 + workers
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-c", "from annrec.cli import main; main()", "serve", "--model-dir", str(model_dir),
+           "--port", str(port), "--workers", str(workers), "--read-key", KEY, "--log-level", "warning"]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        else:
+            raise RuntimeError("server did not become ready")
+        time.sleep(1.0 if workers == 1 else 3.0)  # every worker loaded
+        out = ROOT / "bench" / "cache" / f"service-load-w{workers}-{args.client}.json"
+        lt = [sys.executable, str(ROOT / "service" / "loadtest.py"), "--url", f"http://127.0.0.1:{port}",
+              "--index", "fmnist-hnsw", "--key", KEY, "--fashion-mnist", str(FMNIST), "--concurrency",
+              args.concurrency, "--requests", str(args.requests), "--duration", str(args.duration),
+              "--client", args.client, "--json", str(out)]
+        subprocess.run(lt, check=False)
+        return json.loads(out.read_text())
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model-dir", type=Path, default=ROOT / "index" / "built" / "service-fmnist")
+    p.add_argument("--M", type=int, default=16)
+    p.add_argument("--ef-construction", type=int, default=100)
+    p.add_argument("--ef", type=int, default=32)
+    p.add_argument("--workers", default="1,2")
+    p.add_argument("--concurrency", default="1,8,16,32")
+    p.add_argument("--requests", type=int, default=8000)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--client", choices=("httpx", "raw"), default="raw")
+    p.add_argument("--in-process-queries", type=int, default=2000)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    path = build(args.model_dir, args.M, args.ef_construction, args.ef)
+    ip = in_process(path, args.in_process_queries, 10)
+    print(f"in-process: {ip['qps_single_thread']} QPS single-thread (one query at a time), recall@10 "
+          f"{ip['recall_at_10']} at ef={ip['ef']}")
+    lo = lock_overhead(path, args.in_process_queries, 10)
+    print(f"readers-writer lock: {lo['qps_rwlock']} vs {lo['qps_plain']} QPS bare with {lo['threads']} threads "
+          f"(ratio {lo['ratio']}); {lo['uncontended_read_lock_us']} us per uncontended read lock")
+    runs = {}
+    for w in [int(x) for x in args.workers.split(",")]:
+        print(f"--- annrec serve --workers {w}")
+        runs[w] = serve_and_load(args.model_dir, w, args)
+        c1 = next((lv for lv in runs[w]["levels"] if lv["concurrency"] == 1), None)
+        if c1:
+            print(f"served/in-process single-query QPS ratio (concurrency 1): "
+                  f"{c1['throughput_rps'] / ip['qps_single_thread']:.3f}")
+    figures = {"in_process": ip, "rwlock": lo, "served": {str(w): r for w, r in runs.items()},
+               "ratio_served_c1_over_in_process": {str(w): round(next(lv["throughput_rps"] for lv in r["levels"]
+                                                                      if lv["concurrency"] == 1)
+                                                                 / ip["qps_single_thread"], 3)
+                                                   for w, r in runs.items()
+                                                   if any(lv["concurrency"] == 1 for lv in r["levels"])},
+               "load_average_end": os.getloadavg(), "client": args.client}
+    if args.json:
+        from annrec._io import write_json
+
+        write_json(args.json, figures)
+        print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,10 @@
+"""Test-wide settings (keep this file small; area fixtures live in tests/_<area>_fixtures.py)."""
+
+import os
+
+# OpenMP threads that spin while waiting make FAISS training 10x slower when the cores are shared
+# (pytest, a uvicorn server and BLAS threads at once): let idle threads sleep instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Never reach for a model hub during tests: the text model comes from an installed package.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

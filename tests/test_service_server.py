@@ -1,0 +1,186 @@
+"""The API on a real uvicorn server on 127.0.0.1: endpoints, auth, limits over a socket, persistence across a
+restart of ``annrec serve``, and searches that keep answering correctly during reloads and upserts."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from _service_fixtures import ADMIN_KEY, AH, DIM, N_ITEMS, READ_KEY, RH, ServerProcess, ThreadServer, \
+    make_model_dir, register_fake_encoders, unregister_fake_encoders
+from annrec.embeddings import Embeddings
+from annrec.service import create_app, load_settings
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    register_fake_encoders()
+    d = make_model_dir(tmp_path_factory.mktemp("srv") / "models")
+    app = create_app(load_settings(model_dir=d, read_key=READ_KEY, admin_key=ADMIN_KEY, max_body_bytes=100_000))
+    with ThreadServer(app) as srv:
+        yield srv, d
+    unregister_fake_encoders()
+
+
+def test_every_endpoint_over_http(served):
+    srv, d = served
+    e = Embeddings.load(d / "mf")
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        assert c.get("/ready").json()["status"] == "ready"
+        assert len(c.get("/v1/indexes", headers=RH).json()["indexes"]) == 4
+        assert c.get("/v1/indexes/mf-hnsw", headers=RH).json()["count"] == N_ITEMS
+        q = e.queries[2]
+        r = c.post("/v1/indexes/mf-hnsw/search", headers=RH, json={"vector": q.tolist(), "k": 3, "ef": 300})
+        assert [h["id"] for h in r.json()["results"][0]] == e.ids[np.argsort(-(e.vectors @ q))[:3]].tolist()
+        assert c.get("/v1/indexes/mf-hnsw/items/1010/similar?k=3", headers=RH).status_code == 200
+        assert c.get("/v1/indexes/mf-hnsw/items/1010", headers=RH).json()["item"]["title"] == "Movie 1010"
+        assert len(c.get("/v1/users/7/recommendations?k=4", headers=RH).json()["hits"]) == 4
+        assert c.post("/v1/search/text", headers=RH, json={"query": "robots", "k": 2}).status_code == 200
+        assert c.post("/v1/recommendations/next", headers=RH, json={"items": [1, 2], "k": 2}).status_code == 200
+        assert "annrec_http_requests_total" in c.get("/metrics", headers=RH).text
+        assert c.get("/openapi.json").status_code == 200
+        r = c.put("/v1/indexes/mf-ivf/items", headers=AH, json={"items": [{"id": 5000, "vector": [0.5] * DIM}]})
+        assert r.status_code == 200 and r.json()["persisted"]
+        assert c.delete("/v1/indexes/mf-ivf/items/5000", headers=AH).status_code == 200
+        assert c.post("/v1/admin/reload", headers=AH).json()["generation"] >= 2
+
+
+def test_auth_and_limits_over_http(served):
+    srv, _ = served
+    body = {"vector": [0.1] * DIM}
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.post("/v1/indexes/mf-hnsw/search", json=body).status_code == 401
+        assert c.post("/v1/indexes/mf-hnsw/search", json=body, headers={"X-API-Key": "x" * 20}).status_code == 401
+        assert c.post("/v1/indexes/mf-hnsw/search", json=body,
+                      headers={"Authorization": f"Bearer {READ_KEY}"}).status_code == 200
+        assert c.post("/v1/admin/reload", headers=RH).status_code == 403
+        assert c.delete("/v1/indexes/mf-hnsw/items/1001", headers=RH).status_code == 403
+        raw = b'{"vector": [NaN' + b', 0.1' * (DIM - 1) + b']}'
+        r = c.post("/v1/indexes/mf-hnsw/search", content=raw, headers={**RH, "Content-Type": "application/json"})
+        assert r.status_code == 422 and "NaN or Inf" in r.json()["message"]
+        r = c.post("/v1/indexes/mf-hnsw/search", content=b"x" * 200_000,
+                   headers={**RH, "Content-Type": "application/json"})
+        assert r.status_code == 413
+        r = c.post("/v1/indexes/mf-hnsw/search", json={"vector": [0.1] * 5}, headers=RH)
+        assert r.status_code == 422 and "dimension 5" in r.json()["message"]
+        assert c.get("/v1/users/abc/recommendations", headers=RH).status_code == 404
+
+
+def _exact(e: Embeddings, q: np.ndarray, k: int) -> list:
+    return e.ids[np.argsort(-(e.vectors @ q), kind="stable")[:k]].tolist()
+
+
+def _hammer(url: str, index: str, queries: np.ndarray, expected: list[list], stop: threading.Event,
+            failures: list, counts: list, extra: dict) -> None:
+    with httpx.Client(base_url=url, timeout=30) as c:
+        i = 0
+        while not stop.is_set():
+            j = i % len(queries)
+            try:
+                r = c.post(f"/v1/indexes/{index}/search", headers=RH,
+                           json={"vector": queries[j].tolist(), "k": 5, "include_metadata": False, **extra})
+                if r.status_code != 200:
+                    failures.append(f"HTTP {r.status_code}: {r.text[:200]}")
+                elif [h["id"] for h in r.json()["results"][0]] != expected[j]:
+                    failures.append(f"wrong answer for query {j}: {r.json()['results'][0]} != {expected[j]}")
+            except httpx.HTTPError as ex:
+                failures.append(repr(ex))
+            i += 1
+        counts.append(i)
+
+
+@pytest.mark.parametrize("index,extra", [("mf-hnsw", {"ef": 300}), ("mf-ivf", {"nprobe": 8})])
+def test_searches_stay_correct_during_upserts_deletes_and_reloads(tmp_path, index, extra):
+    d = make_model_dir(tmp_path / "m", with_text=False, with_sequence=False)
+    e = Embeddings.load(d / "mf")
+    queries = e.queries[:10]
+    expected = [_exact(e, q, 5) for q in queries]
+    app = create_app(load_settings(model_dir=d, read_key=READ_KEY, admin_key=ADMIN_KEY, persist="async",
+                                   save_delay_s=0.05))
+    # new items are tiny vectors (inner products near 0, far below every true top-5 score), so the right
+    # answers do not change, but hnswlib must grow (resize_index) and link them while the searches run
+    tiny = np.random.default_rng(3).normal(size=(60, DIM)) * 1e-3
+    stop = threading.Event()
+    failures: list = []
+    counts: list = []
+    with ThreadServer(app) as srv:
+        threads = [threading.Thread(target=_hammer, args=(srv.url, index, queries, expected, stop, failures, counts,
+                                                          extra)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        n_new = 0
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            for rnd in range(6):
+                batch = [{"id": 100_000 + n_new + i, "vector": tiny[i].tolist()} for i in range(60)]
+                r = c.put(f"/v1/indexes/{index}/items", headers=AH, json={"items": batch})
+                assert r.status_code == 200, r.text
+                n_new += len(batch)
+                r = c.delete(f"/v1/indexes/{index}/items/{100_000 + n_new - 1}", headers=AH)
+                assert r.status_code == 200, r.text
+                n_new_live = n_new - (rnd + 1)
+                if rnd % 2 == 1:
+                    r = c.post("/v1/admin/reload", headers=AH)
+                    assert r.status_code == 200, r.text
+                time.sleep(0.1)
+            time.sleep(0.3)
+            stop.set()
+            for t in threads:
+                t.join(60)
+            assert c.get(f"/v1/indexes/{index}", headers=RH).json()["count"] == N_ITEMS + n_new_live
+    assert not failures, failures[:5]
+    assert sum(counts) > 20  # the searches really ran alongside
+    from annrec.index import load_index
+
+    assert len(load_index(d / index)) == N_ITEMS + n_new_live  # and every write reached the disk
+
+
+def test_serve_persists_writes_across_a_restart(tmp_path):
+    d = make_model_dir(tmp_path / "m", with_text=False, with_sequence=False)
+    v = [3.0] * DIM
+    with ServerProcess(d) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        r = c.put("/v1/indexes/mf-hnsw/items", headers=AH,
+                  json={"items": [{"id": 900001, "vector": v, "metadata": {"title": "kept"}},
+                                  {"id": 1001, "vector": [-x for x in v]}]})
+        assert r.status_code == 200 and r.json()["persisted"], r.text
+        assert c.delete("/v1/indexes/mf-hnsw/items/1002", headers=AH).status_code == 200
+    with ServerProcess(d) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        hits = c.post("/v1/indexes/mf-hnsw/search", headers=RH, json={"vector": v, "k": 1}).json()["results"][0]
+        assert hits[0]["id"] == 900001 and hits[0]["item"] == {"title": "kept"}
+        assert c.get("/v1/indexes/mf-hnsw/items/1001?include_vector=true", headers=RH).json()["vector"][0] == -3.0
+        assert c.get("/v1/indexes/mf-hnsw/items/1002", headers=RH).status_code == 404
+        assert c.get("/v1/indexes/mf-hnsw", headers=RH).json()["count"] == N_ITEMS
+
+
+def test_serve_refuses_to_start_without_keys_and_warns_without_auth(tmp_path, monkeypatch):
+    for k in ("ANNREC_READ_KEY", "ANNREC_ADMIN_KEY", "ANNREC_INSECURE_NO_AUTH", "ANNREC_CONFIG"):
+        monkeypatch.delenv(k, raising=False)
+    d = make_model_dir(tmp_path / "m", with_text=False, with_sequence=False)
+    p = ServerProcess(d, keys=False)
+    assert p.proc.wait(60) == 2
+    assert "no API key given" in p.stop()
+    with ServerProcess(d, "--insecure-no-auth", keys=False) as srv:
+        assert httpx.get(srv.url + "/v1/indexes").status_code == 200
+    assert "WITHOUT authentication" in srv.stop()
+    p = ServerProcess(tmp_path / "does-not-exist")
+    assert p.proc.wait(60) == 2 and "is not a folder" in p.stop()
+
+
+def test_workers_2_serve_read_only(tmp_path):
+    d = make_model_dir(tmp_path / "m", with_text=False, with_sequence=False)
+    with ServerProcess(d, "--workers", "2") as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.post("/v1/indexes/mf-ivf/search", headers=RH, json={"vector": [0.1] * DIM}).status_code == 200
+        r = c.put("/v1/indexes/mf-ivf/items", headers=AH, json={"items": [{"id": 5, "vector": [0.1] * DIM}]})
+        assert r.status_code == 422 and "--workers 1" in r.json()["message"]
+        r = c.post("/v1/admin/reload", headers=AH)
+        assert r.status_code == 200 and r.json()["generation"] == 2
+        time.sleep(1.5)  # the other worker polls the reload token every 0.5 s
+        gens = set()
+        for _ in range(12):  # fresh connections land on either worker
+            with httpx.Client(base_url=srv.url, timeout=30) as fresh:
+                gens.add(fresh.get("/ready").json()["generation"])
+        assert gens == {2}
