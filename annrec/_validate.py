@@ -26,6 +26,12 @@ def as_matrix(x, dim: int | None = None, name: str = "vectors") -> np.ndarray:
     Raises:
         InputError: not numeric, not 1- or 2-d, empty, wrong dimension, or containing NaN/Inf.
     """
+    if type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous \
+            and x.shape[0] > 0 and (dim is None or x.shape[1] == dim):
+        # fast path for the search hot loop: a finite sum means no NaN/Inf (an overflowing sum of finite
+        # values falls through to the element-wise check below)
+        if np.isfinite(np.add.reduce(x, axis=None)):
+            return x
     try:
         a = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError) as e:

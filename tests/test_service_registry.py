@@ -192,3 +192,18 @@ def test_default_index_setting_picks_the_recommender(tmp_path):
     app = create_app(load_settings(model_dir=d, read_key=READ_KEY, default_index="mf-ivf"))
     with TestClient(app) as c:
         assert c.get("/v1/users/1/recommendations", headers=RH).json()["index"] == "mf-ivf"
+
+
+def test_cli_serve_check_lists_the_indexes(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from annrec.cli import app as cli_app
+
+    monkeypatch.delenv("ANNREC_CONFIG", raising=False)
+    d = make_model_dir(tmp_path / "m", with_text=False, with_sequence=False)
+    res = CliRunner().invoke(cli_app, ["serve", "--model-dir", str(d), "--check", "--read-key", READ_KEY],
+                             env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    assert "mf-hnsw: hnswlib ip dim=16 count=300 trainer=mf users=True" in res.output
+    assert "mf-ivf: faiss" in res.output
+    assert not any(p.name.startswith(".") for p in d.iterdir())  # --check writes nothing

@@ -80,6 +80,7 @@ class Index(ABC):
         self._ext_padded: np.ndarray = np.array([-1], dtype=np.int64)  # same, plus the "missing" sentinel
         self._label: dict[Any, int] = {}                        # live external id -> label
         self._deleted = np.zeros(0, dtype=bool)
+        self._n_deleted = 0
         self._vectors = np.empty((0, self.dim), dtype=np.float32)
         self._write_lock = threading.Lock()
         self.build_seconds: float | None = None
@@ -173,6 +174,7 @@ class Index(ABC):
     def _mark_deleted(self, labels: np.ndarray) -> None:
         self._backend_mark_deleted(labels)
         self._deleted[labels] = True
+        self._n_deleted = int(self._deleted.sum())
         for ext_id in self._ext[labels].tolist():
             self._label.pop(ext_id, None)
 
@@ -249,14 +251,16 @@ class Index(ABC):
         Raises:
             InputError: wrong dimension, NaN/Inf, ``k`` <= 0 or larger than the index, bad parameters.
         """
+        if type(queries) is np.ndarray and queries.ndim == 1:
+            queries = queries[None, :]
         q = as_matrix(queries, dim=self.dim, name="queries")
-        k = check_k(k, limit=len(self))
+        k = check_k(k, limit=len(self._label))
         if params:
             self._check_query_params(params)
         if self.metric == "cosine":
             q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)
         mask = None
-        if allowed_ids is not None or denied_ids is not None or self._deleted.any():
+        if allowed_ids is not None or denied_ids is not None or self._n_deleted:
             mask = self._allow_mask(allowed_ids, denied_ids)
             n_allowed = int(mask.sum())
             if n_allowed == 0:
@@ -345,6 +349,7 @@ class Index(ABC):
             index = cls(manifest["dim"], manifest["metric"], **manifest.get("params", {}))
             ext = json.loads((path / "ids.json").read_text())
             index._deleted = np.load(path / "deleted.npy")
+            index._n_deleted = int(index._deleted.sum())
             # ids.json keeps the ids of deleted labels too, so an upserted id appears twice: only the live
             # ids must be unique (checked by normalize_ids); the full array keeps the same id type.
             if len(index._deleted) != len(ext):

@@ -89,9 +89,9 @@ class HnswIndex(Index):
                     self._index.set_ef(int(self.params["ef"]))
         else:
             labels, dist = self._query(q, k, nthreads, filt)
-        labels = labels.astype(np.int64, copy=False)
+        labels = labels.view(np.int64)  # hnswlib returns uint64 labels; ours are < 2**63
         if self._space == "ip":
-            return labels, (1.0 - dist).astype(np.float32, copy=False)
+            np.subtract(1.0, dist, out=dist)
         return labels, dist
 
     def _query(self, q, k, nthreads, filt):
