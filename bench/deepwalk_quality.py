@@ -8,7 +8,8 @@ Gaussian vectors of the same shape, and with ``--reference`` the same gensim tra
 Python ``random.choice`` loop (what the issue's reference figures were measured with).
 
 ``--topn`` also trains on the training part of the per-user temporal split (DESIGN.md top-N protocol) and
-scores item-to-item recommendation (mean cosine to the user's history) against the popularity baseline.
+scores item-to-item recommendation (mean cosine to the user's history) against the popularity baseline,
+plus a popularity-blended score whose weight is picked on a validation split carved from the training part.
 
     ANNREC_DATA_DIR=/work/shared/datasets python bench/deepwalk_quality.py --preset small --reference --topn \
         --json bench/results/deepwalk_quality_small.json
@@ -27,6 +28,7 @@ import numpy as np
 
 BARS = {"small": (0.453, 0.239), "paper": (0.483, 0.281)}
 REFERENCE = {"small": (0.463, 0.249), "paper": (0.493, 0.291)}
+BETAS = (0.0, 0.03, 0.1, 0.3, 1.0)  # popularity blend weights tried on the validation split
 
 
 def reference_embeddings(model, graph):
@@ -104,16 +106,26 @@ def main(argv=None) -> dict:
         print(f"reference (Python walks + same gensim): Micro-F1 {ref_f1['micro_f1']:.4f}, Macro-F1 "
               f"{ref_f1['macro_f1']:.4f}", flush=True)
     if args.topn:
+        # test: train on the temporal split's training part only. beta (popularity blend) is chosen on a
+        # validation split carved from that training part (its users' last 20%), never on the test part.
         train, test = temporal_user_split(inter, 0.2)
-        m2 = DeepWalk(args.preset, **kw)
-        e2 = m2.fit(cooccurrence_graph(train, weighted=args.weighted))
+        fit_tr, val = temporal_user_split(train, 0.2)
+        e_val = DeepWalk(args.preset, **kw).fit(cooccurrence_graph(fit_tr, weighted=args.weighted))
+        val_scores = {b: evaluate_item_to_item(e_val, fit_tr, val, k=10, popularity_weight=b,
+                                               baseline=False)["ndcg@10"] for b in BETAS}
+        beta = max(BETAS, key=lambda b: (val_scores[b], -b))
+        e2 = DeepWalk(args.preset, **kw).fit(cooccurrence_graph(train, weighted=args.weighted))
         tn = evaluate_item_to_item(e2, train, test, k=10)
         tn_last = evaluate_item_to_item(e2, train, test, k=10, last_n=10, baseline=False)
-        result["topn_item_to_item"] = {"all_history": tn, "last_10_history": tn_last}
-        print(f"item-to-item top-N (train part only): Recall@10 {tn['recall@10']:.4f} NDCG@10 {tn['ndcg@10']:.4f} "
-              f"MRR {tn['mrr']:.4f} coverage {tn['coverage@10']:.3f}; last-10 history Recall@10 "
-              f"{tn_last['recall@10']:.4f} NDCG@10 {tn_last['ndcg@10']:.4f}; popularity Recall@10 "
-              f"{tn['popularity']['recall@10']:.4f} NDCG@10 {tn['popularity']['ndcg@10']:.4f}", flush=True)
+        tn_beta = evaluate_item_to_item(e2, train, test, k=10, popularity_weight=beta, baseline=False)
+        result["topn_item_to_item"] = {"similarity_all_history": tn, "similarity_last_10": tn_last,
+                                       "popularity_blend": {**tn_beta, "validation_ndcg@10": val_scores}}
+        print(f"item-to-item top-N (train part only): similarity Recall@10 {tn['recall@10']:.4f} NDCG@10 "
+              f"{tn['ndcg@10']:.4f} coverage {tn['coverage@10']:.3f}; last-10 history Recall@10 "
+              f"{tn_last['recall@10']:.4f}; blend beta={beta} (validation NDCG@10 {val_scores}) Recall@10 "
+              f"{tn_beta['recall@10']:.4f} NDCG@10 {tn_beta['ndcg@10']:.4f} MRR {tn_beta['mrr']:.4f} coverage "
+              f"{tn_beta['coverage@10']:.3f}; popularity Recall@10 {tn['popularity']['recall@10']:.4f} NDCG@10 "
+              f"{tn['popularity']['ndcg@10']:.4f}", flush=True)
     if args.json:
         from annrec._io import write_json
 

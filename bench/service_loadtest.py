@@ -31,6 +31,7 @@ from loadtest import read_idx_images  # noqa: E402
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 KEY = "bench-read-key-0123456789"
+ADMIN = "bench-admin-key-0123456789"
 
 
 def build(model_dir: Path, M: int, efc: int, ef: int) -> Path:
@@ -118,36 +119,99 @@ def lock_overhead(path: Path, n: int, k: int, threads: int = 2) -> dict:
             "ratio": round(max(locked) / max(plain), 3), "uncontended_read_lock_us": round(per * 1e6, 2)}
 
 
+def _start(model_dir: Path, workers: int, port: int, extra_env: dict | None = None) -> subprocess.Popen:
+    import httpx
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {})}
+    cmd = [sys.executable, "-c", "from annrec.cli import main; main()", "serve", "--model-dir", str(model_dir),
+           "--port", str(port), "--workers", str(workers), "--read-key", KEY, "--admin-key", ADMIN,
+           "--log-level", "warning"]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    else:
+        server.terminate()
+        raise RuntimeError("server did not become ready")
+    time.sleep(1.0 if workers == 1 else 3.0)  # every worker loaded
+    return server
+
+
+def _load(port: int, args, concurrency: str, name: str, requests: int | None = None,
+          duration: float | None = None) -> dict:
+    out = ROOT / "bench" / "cache" / f"service-load-{name}.json"
+    lt = [sys.executable, str(ROOT / "service" / "loadtest.py"), "--url", f"http://127.0.0.1:{port}",
+          "--index", "fmnist-hnsw", "--key", KEY, "--fashion-mnist", str(FMNIST), "--concurrency", concurrency,
+          "--requests", str(requests or args.requests), "--duration", str(duration or args.duration),
+          "--client", args.client, "--json", str(out)]
+    subprocess.run(lt, check=False)
+    return json.loads(out.read_text())
+
+
 def serve_and_load(model_dir: Path, workers: int, args) -> dict:
     port = 18000 + workers
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-c", "from annrec.cli import main; main()", "serve", "--model-dir", str(model_dir),
-           "--port", str(port), "--workers", str(workers), "--read-key", KEY, "--log-level", "warning"]
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = _start(model_dir, workers, port)
     try:
-        import httpx
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        else:
-            raise RuntimeError("server did not become ready")
-        time.sleep(1.0 if workers == 1 else 3.0)  # every worker loaded
-        out = ROOT / "bench" / "cache" / f"service-load-w{workers}-{args.client}.json"
-        lt = [sys.executable, str(ROOT / "service" / "loadtest.py"), "--url", f"http://127.0.0.1:{port}",
-              "--index", "fmnist-hnsw", "--key", KEY, "--fashion-mnist", str(FMNIST), "--concurrency",
-              args.concurrency, "--requests", str(args.requests), "--duration", str(args.duration),
-              "--client", args.client, "--json", str(out)]
-        subprocess.run(lt, check=False)
-        return json.loads(out.read_text())
+        return _load(port, args, args.concurrency, f"w{workers}-{args.client}")
     finally:
         server.terminate()
         server.wait(30)
+
+
+def reads_during_writes(model_dir: Path, args, every_s: float = 0.5) -> dict:
+    """Search latency at concurrency 8 with and without one upsert every ``every_s`` seconds (persist=async).
+
+    Works on a copy of the index folder, so the benchmark's index stays as built.
+    """
+    import shutil
+    import threading
+
+    import httpx
+
+    copy = ROOT / "bench" / "cache" / "service-fmnist-writes"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(model_dir, copy)
+    port = 18010
+    server = _start(copy, 1, port, {"ANNREC_PERSIST": "async", "ANNREC_SAVE_DELAY_S": "5"})
+    try:
+        base = _load(port, args, "8", "rw-base", duration=8)["levels"][0]
+        stop = threading.Event()
+        lat: list[float] = []
+
+        def writer():
+            rng = np.random.default_rng(0)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                              headers={"X-API-Key": ADMIN}) as c:
+                i = 0
+                while not stop.is_set():
+                    v = (rng.random(784) * 255).round().tolist()
+                    t0 = time.perf_counter()
+                    r = c.put("/v1/indexes/fmnist-hnsw/items", json={"items": [{"id": 100_000 + i, "vector": v}]})
+                    r.raise_for_status()
+                    lat.append(time.perf_counter() - t0)
+                    i += 1
+                    stop.wait(every_s)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            during = _load(port, args, "8", "rw-writes", duration=8)["levels"][0]
+        finally:
+            stop.set()
+            t.join(60)
+        return {"concurrency": 8, "upsert_every_s": every_s, "upserts": len(lat),
+                "upsert_p50_ms": round(float(np.percentile(lat, 50)) * 1000, 1) if lat else None,
+                "reads_without_writes": {k: base[k] for k in ("throughput_rps", "p50_ms", "p99_ms", "errors")},
+                "reads_during_writes": {k: during[k] for k in ("throughput_rps", "p50_ms", "p99_ms", "errors")}}
+    finally:
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 def main() -> int:
@@ -162,6 +226,8 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--client", choices=("httpx", "raw"), default="raw")
     p.add_argument("--in-process-queries", type=int, default=2000)
+    p.add_argument("--writes", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure search latency while upserts run")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     path = build(args.model_dir, args.M, args.ef_construction, args.ef)
@@ -179,7 +245,12 @@ def main() -> int:
         if c1:
             print(f"served/in-process single-query QPS ratio (concurrency 1): "
                   f"{c1['throughput_rps'] / ip['qps_single_thread']:.3f}")
-    figures = {"in_process": ip, "rwlock": lo, "served": {str(w): r for w, r in runs.items()},
+    rw = None
+    if args.writes:
+        rw = reads_during_writes(args.model_dir, args)
+        print(f"reads at concurrency 8: {rw['reads_without_writes']} without writes, {rw['reads_during_writes']} "
+              f"with one upsert every {rw['upsert_every_s']} s ({rw['upserts']} upserts, p50 {rw['upsert_p50_ms']} ms)")
+    figures = {"in_process": ip, "rwlock": lo, "reads_during_writes": rw, "served": {str(w): r for w, r in runs.items()},
                "ratio_served_c1_over_in_process": {str(w): round(next(lv["throughput_rps"] for lv in r["levels"]
                                                                       if lv["concurrency"] == 1)
                                                                  / ip["qps_single_thread"], 3)

@@ -36,7 +36,10 @@ def check_loopback(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         sys.exit(f"--url must be http://HOST:PORT on this machine; got {url!r}")
-    port = parts.port or 80
+    try:
+        port = parts.port or 80
+    except ValueError as e:
+        sys.exit(f"--url {url!r}: {e}")
     try:
         infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
     except socket.gaierror as e:

@@ -9,7 +9,7 @@ import pytest
 
 from annrec.errors import DataError, DataNotFoundError, InputError, UnknownIdError
 from annrec.train.graph import Graph, bipartite_graph, cooccurrence_graph, load_graph, read_edge_list
-from tests._deepwalk_fixtures import tiny_interactions
+from _deepwalk_fixtures import tiny_interactions
 
 
 def edge_set(g: Graph) -> dict[tuple, float]:

@@ -9,7 +9,7 @@ from annrec.embeddings import Embeddings
 from annrec.errors import DataError, InputError
 from annrec.train.deepwalk import PRESETS, DeepWalk
 from annrec.train.graph import Graph, bipartite_graph
-from tests._deepwalk_fixtures import tiny_interactions, two_cliques
+from _deepwalk_fixtures import tiny_interactions, two_cliques
 
 FAST = dict(dim=16, walks_per_node=20, walk_length=10, window=3, epochs=5, sample=0, workers=1, seed=0)
 

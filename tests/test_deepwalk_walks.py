@@ -18,7 +18,7 @@ from annrec.train.walks import (
     random_walks,
     walk_lengths,
 )
-from tests._deepwalk_fixtures import two_cliques
+from _deepwalk_fixtures import two_cliques
 
 P_MIN = 1e-4  # chi-square p-value below which a frequency table is rejected (seeded: deterministic)
 

@@ -345,3 +345,38 @@ def test_sampled_softmax_training_learns_the_next_item(log):
     emb = trainer.fit(log)
     vec, _ = S.query_encoder_from_embeddings(emb).encode([110, 111, 112])
     assert emb.ids[int(np.argmax(emb.vectors @ vec))] == 113
+
+
+def test_horizon_fraction_predicts_a_quarter_of_the_history_ahead(log):
+    hist = S._Histories.from_interactions(log)                     # 18 events per user
+    users, ends = np.array([0, 0]), np.array([8, 16])
+    _, _, y = S._window_batch(hist, users, ends, 6, 1, None, 1, horizon_fraction=0.25, max_horizon=0)
+    seq = hist.items[:18]
+    assert (y[0, -1, :2] == seq[8:10]).all() and (y[0, -1, 2:] == 0).all()      # ceil(0.25 * 8) = 2
+    assert (y[1, -1, :2] == seq[16:18]).all()                                   # 4 wanted, only 2 left
+    _, _, y2 = S._window_batch(hist, users, ends, 6, 1, None, 1, horizon_fraction=0.25, max_horizon=1)
+    assert y2.shape[2] == 1
+
+
+def test_mask_seen_leaves_history_items_out_of_the_softmax(log):
+    hist = S._Histories.from_interactions(log)
+    users, ends = np.array([3, 5]), np.array([4, 7])
+    x, r, y = S._window_batch(hist, users, ends, 4, 2, None, 1)
+    rows, items = S.seen_pairs(hist, users, ends, x, y, log.n_items)
+    for row, (u, e) in enumerate(zip(users, ends)):
+        seq = hist.items[hist.starts[u]:hist.starts[u] + hist.lengths[u]] - 1
+        targets = set((y[row, -1][y[row, -1] > 0] - 1).tolist())
+        assert set(items[rows == row].tolist()) == set(seq[:e].tolist()) - targets
+    net = _net(n_items=log.n_items)
+    xt, rt, yt = map(torch.as_tensor, (x, r, y))
+    with torch.no_grad():
+        got = float(S.masked_loss(net, xt, rt, yt, seen=(torch.as_tensor(rows), torch.as_tensor(items))))
+        logits = net.out(net(xt, rt)[:, -1])
+        want = 0.0
+        for row in range(2):
+            keep = np.ones(log.n_items, bool)
+            keep[items[rows == row]] = False
+            logp = torch.log_softmax(logits[row, torch.as_tensor(keep)], -1)
+            pos = np.cumsum(keep) - 1
+            want += -float(logp[pos[y[row, -1] - 1]].mean()) / 2
+    assert got == pytest.approx(want, abs=1e-5)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from _service_fixtures import ADMIN_KEY, AH, DIM, READ_KEY, RH, make_model_dir
+from _service_fixtures import ADMIN_KEY, AH, DIM, N_ITEMS, READ_KEY, RH, make_model_dir
 from annrec.embeddings import Embeddings
 from annrec.errors import ArtifactError, DataNotFoundError
 from annrec.index import build_index
@@ -204,6 +204,6 @@ def test_cli_serve_check_lists_the_indexes(tmp_path, monkeypatch):
     res = CliRunner().invoke(cli_app, ["serve", "--model-dir", str(d), "--check", "--read-key", READ_KEY],
                              env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output
-    assert "mf-hnsw: hnswlib ip dim=16 count=300 trainer=mf users=True" in res.output
+    assert f"mf-hnsw: hnswlib ip dim=16 count={N_ITEMS} trainer=mf users=True" in res.output
     assert "mf-ivf: faiss" in res.output
     assert not any(p.name.startswith(".") for p in d.iterdir())  # --check writes nothing

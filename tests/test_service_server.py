@@ -176,11 +176,24 @@ def test_workers_2_serve_read_only(tmp_path):
         assert c.post("/v1/indexes/mf-ivf/search", headers=RH, json={"vector": [0.1] * DIM}).status_code == 200
         r = c.put("/v1/indexes/mf-ivf/items", headers=AH, json={"items": [{"id": 5, "vector": [0.1] * DIM}]})
         assert r.status_code == 422 and "--workers 1" in r.json()["message"]
+
+        def generations() -> dict[int, int]:  # worker pid -> generation; fresh connections reach either worker
+            seen = {}
+            for _ in range(16):
+                with httpx.Client(base_url=srv.url, timeout=30) as fresh:
+                    j = fresh.get("/ready").json()
+                    seen[j["worker"]] = j["generation"]
+            return seen
+
+        deadline = time.monotonic() + 30
+        while len(generations()) < 2 and time.monotonic() < deadline:  # both workers up
+            time.sleep(0.2)
         r = c.post("/v1/admin/reload", headers=AH)
         assert r.status_code == 200 and r.json()["generation"] == 2
-        time.sleep(1.5)  # the other worker polls the reload token every 0.5 s
-        gens = set()
-        for _ in range(12):  # fresh connections land on either worker
-            with httpx.Client(base_url=srv.url, timeout=30) as fresh:
-                gens.add(fresh.get("/ready").json()["generation"])
-        assert gens == {2}
+        seen = {}
+        while time.monotonic() < deadline:  # the other worker polls the reload token every 0.5 s
+            seen.update(generations())
+            if len(seen) == 2 and set(seen.values()) == {2}:
+                break
+            time.sleep(0.2)
+        assert len(seen) == 2 and set(seen.values()) == {2}, seen

@@ -164,3 +164,18 @@ def test_real_movielens_items(minilm_path, tmp_path, monkeypatch):
     assert emb.ids.tolist() == sub.index.tolist()
     q = TextTrainer(minilm_path, use_cache=False, device="cpu").encode_queries(sub["title"].tolist())
     assert emb.ids[np.argmax(q @ emb.vectors.T, axis=1)].tolist() == sub.index.tolist()
+
+
+def test_service_query_encoder_hook(fitted):
+    """The API's hook finds this module's encoder and gets one unit (1, dim) vector per query."""
+    from annrec.train.text import query_encoder_from_embeddings
+
+    _, emb = fitted
+    enc = query_encoder_from_embeddings(emb)
+    assert isinstance(enc, TextEncoder) and enc.use_cache is False and enc.show_progress_bar is False
+    assert query_encoder_from_embeddings(Embeddings(emb.vectors, emb.ids, "cosine", manifest={})) is None
+    registry = pytest.importorskip("annrec.service.registry")
+    kind, enc = registry.query_encoder(emb)
+    vec, warnings = registry.encode_with(enc, ["Heat (1995)"])
+    assert kind == "text" and vec.shape == (1, emb.dim) and warnings == []
+    assert emb.ids[np.argmax(vec @ emb.vectors.T)] == 6

@@ -223,7 +223,8 @@ class AnnrecFaiss(_AnnrecIndex):
 
     name = "annrec-faiss"
     backend = "faiss"
-    build_params = {"factory": Param(str, "Flat", "FAISS index factory string, e.g. 'IVF1024,Flat', 'HNSW32'")}
+    build_params = {"factory": Param(str, "Flat", "FAISS index factory string, e.g. 'IVF1024,Flat', 'HNSW32'"),
+                    "train_size": Param(int, None, "training vectors for IVF/PQ (default 256 * max(nlist, 256))")}
     query_params = {"nprobe": Param(int, None, "IVF lists probed per query"),
                     "efSearch": Param(int, None, "HNSW candidate list size at query time")}
 
@@ -261,7 +262,7 @@ class RawFaiss(Algorithm):
         if not index.is_trained:
             m = re.search(r"IVF(\d+)", factory)
             nlist = int(m.group(1)) if m else 1
-            train_size = 256 * max(nlist, 256)
+            train_size = int(self.build_args.get("train_size") or 256 * max(nlist, 256))
             xt = X
             if len(X) > train_size:
                 xt = X[np.sort(np.random.default_rng(0).choice(len(X), train_size, replace=False))]

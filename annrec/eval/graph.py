@@ -11,7 +11,9 @@ highest predicted probability. Micro-F1 and Macro-F1 (scikit-learn ``f1_score``)
 **Item-to-item recommendation** through the top-N protocol (:func:`annrec.metrics.evaluate_topn`): a
 user's candidate items are scored by their mean cosine similarity to the items of the user's training
 history (equivalently, by the dot product of the unit item vector with the sum of the unit history
-vectors); items seen in training are excluded; items without a vector rank last.
+vectors); items seen in training are excluded; items without a vector rank last. Optionally the score is
+blended with the item's training popularity (``+ beta * log(1 + count)``), ``beta`` to be chosen on a
+validation split carved from the training data.
 """
 
 from __future__ import annotations
@@ -166,7 +168,8 @@ def item_vectors_by_index(embeddings, item_ids) -> tuple[np.ndarray, np.ndarray]
 
 
 def item_to_item_recommender(V: np.ndarray, has: np.ndarray, *, last_n: int | None = None,
-                             histories: Sequence[np.ndarray] | None = None):
+                             histories: Sequence[np.ndarray] | None = None, counts: np.ndarray | None = None,
+                             popularity_weight: float = 0.0):
     """A recommender for :func:`annrec.metrics.evaluate_topn` that ranks items by mean cosine similarity
     to the user's history.
 
@@ -176,6 +179,10 @@ def item_to_item_recommender(V: np.ndarray, has: np.ndarray, *, last_n: int | No
         last_n: use only the user's last ``n`` history items (``None``: all of them).
         histories: per user index, the time-ordered training item indexes
             (:meth:`Interactions.sequences`); needed for ``last_n`` (``seen`` is not in time order).
+        counts: ``(n_items,)`` training interaction counts, for ``popularity_weight``.
+        popularity_weight: ``beta`` of the blended score ``mean cosine + beta * log(1 + count)``
+            (0: pure similarity, the protocol's item-to-item score). DeepWalk vectors on a co-occurrence
+            graph place rare items next to the hubs they hang off, so pure similarity favours rare items.
 
     Returns:
         ``f(users, k, seen) -> (b, k)`` item indexes; ``seen`` (the training items) is the history and
@@ -186,6 +193,10 @@ def item_to_item_recommender(V: np.ndarray, has: np.ndarray, *, last_n: int | No
     if last_n is not None and histories is None:
         raise InputError("last_n needs the users' time-ordered histories (train.sequences())")
     penalty = np.where(has, 0.0, -1e9).astype(np.float32)
+    if popularity_weight:
+        if counts is None:
+            raise InputError("popularity_weight needs the training counts per item (counts=...)")
+        penalty = penalty + float(popularity_weight) * np.log1p(np.asarray(counts, dtype=np.float32))
 
     def recommend(users: np.ndarray, k: int, seen: list[np.ndarray]) -> np.ndarray:
         Q = np.zeros((len(users), V.shape[1]), dtype=np.float32)
@@ -202,13 +213,14 @@ def item_to_item_recommender(V: np.ndarray, has: np.ndarray, *, last_n: int | No
 
 
 def evaluate_item_to_item(embeddings, train, test, *, k: int = 10, last_n: int | None = None,
-                          baseline: bool = True) -> dict[str, Any]:
+                          popularity_weight: float = 0.0, baseline: bool = True) -> dict[str, Any]:
     """Top-N protocol (:func:`annrec.metrics.evaluate_topn`) of item-to-item recommendation.
 
     Args:
         embeddings: item vectors trained on ``train`` only (never on ``test``).
         train, test: a split in one id space (:func:`annrec.data.temporal_user_split`).
         k: cut-off (10 in DESIGN.md).
+        last_n, popularity_weight: see :func:`item_to_item_recommender`.
         baseline: also report the popularity baseline (key ``"popularity"``).
 
     Returns:
@@ -218,10 +230,13 @@ def evaluate_item_to_item(embeddings, train, test, *, k: int = 10, last_n: int |
     from annrec.metrics import evaluate_topn, popularity_recommender
 
     V, has = item_vectors_by_index(embeddings, train.item_ids)
-    out: dict[str, Any] = dict(evaluate_topn(item_to_item_recommender(
-        V, has, last_n=last_n, histories=train.sequences() if last_n is not None else None), train, test, k=k))
+    counts = np.bincount(train.item_idx, minlength=train.n_items)
+    rec = item_to_item_recommender(V, has, last_n=last_n, histories=train.sequences() if last_n is not None else None,
+                                   counts=counts, popularity_weight=popularity_weight)
+    out: dict[str, Any] = dict(evaluate_topn(rec, train, test, k=k))
     out["items_with_vectors"] = int(has.sum())
     out["history"] = "all" if last_n is None else f"last {last_n}"
+    out["popularity_weight"] = float(popularity_weight)
     if baseline:
         out["popularity"] = dict(evaluate_topn(popularity_recommender(train), train, test, k=k))
     return out

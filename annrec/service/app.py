@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import time
 from functools import partial
 from typing import Any
@@ -507,7 +508,7 @@ def create_app(settings: ServiceSettings | None = None, registry: Registry | Non
         snap = reg.snapshot
         ok = bool(request.app.state.ready) and bool(snap.indexes)
         return json_response({"status": "ready" if ok else "loading", "indexes": len(snap.indexes),
-                              "generation": snap.generation}, 200 if ok else 503)
+                              "generation": snap.generation, "worker": os.getpid()}, 200 if ok else 503)
 
     @app.get("/metrics", tags=["probes"], summary="Prometheus metrics", dependencies=[Depends(require_metrics)], openapi_extra=_SECURED,
              responses={200: {"content": {"text/plain": {}}}, 401: _ERR})
@@ -728,4 +729,11 @@ async def _poll_reloads(reg: Registry, metrics: ServiceMetrics) -> None:
 
 def app_from_env() -> FastAPI:
     """uvicorn factory (``annrec.service.app:app_from_env``): settings from ``$ANNREC_SERVICE_SETTINGS_JSON``."""
-    return create_app(settings_from_env())
+    settings = settings_from_env()
+    if not log.handlers:  # uvicorn configures its own loggers only
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     annrec: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(settings.log_level.upper())
+        log.propagate = False
+    return create_app(settings)

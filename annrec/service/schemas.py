@@ -46,6 +46,7 @@ class Ready(_Model):
     status: str = Field(description="ready | loading")
     indexes: int
     generation: int
+    worker: int = Field(description="process id of the worker that answered (several with --workers N)")
 
 
 # ----------------------------------------------------------------------------- index descriptions

@@ -58,7 +58,10 @@ class ServiceSettings(BaseSettings):
     # search execution
     search_threads: int = Field(1, ge=1, description="threads one request's search may use (1: concurrency comes "
                                                      "from parallel requests)")
-    max_concurrent_searches: int = Field(16, ge=1, description="searches run at once in the thread pool")
+    max_concurrent_searches: int = Field(default_factory=lambda: max(4, 2 * (os.cpu_count() or 2)), ge=1,
+                                         description="searches run at once in the thread pool (default 2 per core, "
+                                                     "at least 4: enough to overlap the Python and native parts "
+                                                     "of requests without GIL contention)")
     # persistence of writes
     persist: Literal["sync", "async"] = Field(
         "sync", description="sync: a write is answered after the index folder holding it is saved (concurrent "

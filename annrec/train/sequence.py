@@ -76,7 +76,10 @@ class SequenceConfig:
     Data: ``max_len`` events per window (front-padded; 20 = the 80th percentile of sequence length in that
     design), windows cut every ``stride`` events of each history, loss on the last ``train_last`` positions
     of each window (``0``: all positions, the classic "target = input shifted by one"), ``horizon`` future
-    items per position as targets.
+    items per position as targets — at least ``horizon``, and ``horizon_fraction`` of the events so far (0.25
+    mimics the top-N protocol, whose truth is the next 20% = a quarter of the 80% input), at most ``max_horizon``;
+    ``max_windows_per_user`` (> 0) draws at most that many windows of each user per epoch; ``mask_seen`` leaves the items already in the user's history out of the
+    softmax (as the top-N protocol leaves them out of the ranking; full softmax only).
 
     Optimisation: ``loss`` ``"full"`` (softmax over the whole catalogue) or ``"sampled"`` (``n_negatives``
     shared negatives drawn from the unigram^0.75 distribution, log-Q corrected), AdamW (``lr``,
@@ -102,6 +105,10 @@ class SequenceConfig:
     stride: int = 1
     train_last: int = 1
     horizon: int = 20
+    horizon_fraction: float = 0.0
+    max_horizon: int = 200
+    max_windows_per_user: int = 0
+    mask_seen: bool = False
     loss: str = "full"
     n_negatives: int = 1024
     lr: float = 2e-3
@@ -136,6 +143,12 @@ class SequenceConfig:
              f"{self.bucket_scheme!r}")
         need(isinstance(self.train_last, (int, np.integer)) and 0 <= self.train_last,
              f"train_last must be an integer >= 0 (0 = every position); got {self.train_last!r}")
+        need(0.0 <= float(self.horizon_fraction) <= 1.0, f"horizon_fraction must lie in [0, 1]; got "
+             f"{self.horizon_fraction!r}")
+        for name in ("max_horizon", "max_windows_per_user"):
+            v = getattr(self, name)
+            need(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0,
+                 f"{name} must be an integer >= 0 (0 = no limit); got {v!r}")
         need(0.0 <= float(self.dropout) < 1.0, f"dropout must lie in [0, 1); got {self.dropout!r}")
         need(self.loss in ("full", "sampled"), f"loss must be 'full' or 'sampled'; got {self.loss!r}")
         need(float(self.lr) > 0 and float(self.weight_decay) >= 0, "lr must be > 0 and weight_decay >= 0")
@@ -249,14 +262,15 @@ def build_windows(hist: _Histories, max_len: int, stride: int) -> tuple[np.ndarr
 
 
 def _window_batch(hist: _Histories, users: np.ndarray, ends: np.ndarray, max_len: int, horizon: int,
-                  edges: np.ndarray | None, train_last: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  edges: np.ndarray | None, train_last: int, horizon_fraction: float = 0.0,
+                  max_horizon: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inputs ``x`` ``(B, L)``, recency buckets ``r`` ``(B, L)`` (both front-padded, 0 = padding) and targets
-    ``y`` ``(B, L, H)`` (0 = no target) of the windows ``hist[user][end-L:end]``.
+    ``y`` ``(B, L, W)`` (0 = no target) of the windows ``hist[user][end-L:end]``.
 
-    Target ``y[b, j, h-1]`` is the item ``h`` events after input position ``j`` (within the user's history);
-    positions outside the last ``train_last`` ones (if > 0) get no targets. Recency is measured from the
-    window's last input event (the serving-time reference).
+    Target ``y[b, j, h-1]`` is the item ``h`` events after input position ``j`` (within the user's history),
+    for ``h`` up to the position's horizon ``max(horizon, ceil(horizon_fraction * events so far))`` (capped at
+    ``max_horizon`` when > 0); positions outside the last ``train_last`` ones (if > 0) get no targets. Recency
+    is measured from the window's last input event (the serving-time reference).
     """
     L = max_len
     off = np.arange(-L, 0, dtype=np.int64)                       # (L,)
@@ -270,9 +284,17 @@ def _window_batch(hist: _Histories, users: np.ndarray, ends: np.ndarray, max_len
         r = np.where(valid, recency_buckets(np.maximum(days, 0), edges) + 1, PAD)
     else:
         r = np.where(valid, 1, PAD)
-    hs = np.arange(1, horizon + 1, dtype=np.int64)
-    tpos = pos[:, :, None] + hs[None, None, :]                   # (B, L, H)
-    tvalid = valid[:, :, None] & (tpos < hist.lengths[users][:, None, None])
+    hz = np.full(pos.shape, horizon, dtype=np.int64)
+    if horizon_fraction > 0:
+        hz = np.maximum(hz, np.ceil(horizon_fraction * (pos + 1)).astype(np.int64))
+    if max_horizon > 0:
+        hz = np.minimum(hz, max_horizon)
+    room = hist.lengths[users][:, None] - 1 - pos                # future events after each position
+    width = int(max(1, np.minimum(hz, room)[valid].max(initial=1)))
+    hs = np.arange(1, width + 1, dtype=np.int64)
+    tpos = pos[:, :, None] + hs[None, None, :]                   # (B, L, W)
+    tvalid = (valid[:, :, None] & (tpos < hist.lengths[users][:, None, None])
+              & (hs[None, None, :] <= hz[:, :, None]))
     if train_last:
         keep = np.zeros(L, dtype=bool)
         keep[-train_last:] = True
@@ -359,14 +381,19 @@ def _build_net(n_items: int, n_bucket_ids: int, cfg: SequenceConfig):
     return SequenceNet()
 
 
-def masked_loss(net, x, r, y, loss: str = "full", neg_items=None, neg_logq=None, item_logq=None):
-    """Mean cross-entropy over the (position, target) pairs with ``y > 0``; padding never contributes.
+def masked_loss(net, x, r, y, loss: str = "full", neg_items=None, neg_logq=None, item_logq=None, seen=None):
+    """Cross-entropy averaged over each position's targets (``y > 0``), then over the positions that have
+    targets (every cut point weighs the same, however many future items it predicts); padding never
+    contributes.
 
     Args:
         net: the network. x, r: ``(B, L)`` inputs; y: ``(B, L, H)`` targets (item_idx + 1; 0 = none).
         loss: ``"full"`` softmax over all items, or ``"sampled"``: positive vs. the shared negatives
             ``neg_items`` (0-based, ``(M,)``), logits corrected by ``-log Q`` (``neg_logq`` ``(M,)``,
             ``item_logq`` ``(n_items,)``; Bengio & Senécal 2008, Yi et al. 2019).
+        seen: optional ``(rows, items)`` int64 tensors: item ``items[j]`` (0-based) is left out of the softmax
+            of the ``rows[j]``-th position that has a target (row-major order) — the items the user already
+            took, which the top-N protocol never recommends (full softmax only; see :func:`seen_pairs`).
 
     Returns:
         a scalar tensor (0 when there is no target).
@@ -382,7 +409,10 @@ def masked_loss(net, x, r, y, loss: str = "full", neg_items=None, neg_logq=None,
     mp = tmask[pos_mask]
     yc = yp.clamp(min=0)
     if loss == "full":
-        logp = torch.log_softmax(net.out(hp), dim=-1)
+        logits = net.out(hp)
+        if seen is not None and len(seen[0]):
+            logits = logits.index_put(seen, torch.tensor(float("-inf"), device=logits.device))
+        logp = torch.log_softmax(logits, dim=-1)
         ll = torch.gather(logp, 1, yc)
     else:
         w, b = net.out.weight, net.out.bias
@@ -391,7 +421,28 @@ def masked_loss(net, x, r, y, loss: str = "full", neg_items=None, neg_logq=None,
         lse = torch.logsumexp(torch.cat([pos_logit[:, :, None],
                                          neg_logit[:, None, :].expand(-1, yc.shape[1], -1)], dim=-1), dim=-1)
         ll = pos_logit - lse
-    return -(ll * mp).sum() / mp.sum()
+    return -((ll * mp).sum(1) / mp.sum(1)).mean()
+
+
+def seen_pairs(hist: _Histories, users: np.ndarray, ends: np.ndarray, x: np.ndarray, y: np.ndarray,
+               n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """For :func:`masked_loss` ``seen``: for every position with a target (row-major, as ``tensor[mask]``), the
+    0-based items of the user's history up to and including that position, except the position's targets."""
+    L = x.shape[1]
+    pm = ((y > PAD) & (x != PAD)[:, :, None]).any(-1)
+    b, j = np.nonzero(pm)
+    if len(b) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    p = ends[b] - L + j                                   # history position of the input
+    n = p + 1
+    rows = np.repeat(np.arange(len(b)), n)
+    offs = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    items = hist.items[np.repeat(hist.starts[users[b]], n) + offs] - 1
+    tg = y[b, j]                                          # (P, H)
+    tr, tc = np.nonzero(tg > PAD)
+    keys = rows * n_items + items
+    keep = ~np.isin(keys, tr * n_items + (tg[tr, tc] - 1))
+    return rows[keep].astype(np.int64), items[keep].astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -577,6 +628,12 @@ class SequenceTrainer:
         for epoch in range(1, epochs + 1):
             self.net.train()
             perm = rng.permutation(len(users))
+            if cfg.max_windows_per_user:
+                # at most max_windows_per_user random windows of each user this epoch (users weigh more evenly)
+                order = np.lexsort((rng.random(len(users)), users))
+                first = np.searchsorted(users[order], users[order], side="left")
+                keep = order[(np.arange(len(order)) - first) < cfg.max_windows_per_user]
+                perm = keep[rng.permutation(len(keep))]
             total, count = 0.0, 0
             t0 = time.perf_counter()
             bar = tqdm(range(0, len(perm), cfg.batch_size), desc=f"{label} epoch {epoch}/{epochs}",
@@ -584,7 +641,7 @@ class SequenceTrainer:
             for s in bar:
                 b = perm[s:s + cfg.batch_size]
                 x, r, y = _window_batch(hist, users[b], ends[b], cfg.max_len, cfg.horizon, self.edges,
-                                        cfg.train_last)
+                                        cfg.train_last, cfg.horizon_fraction, cfg.max_horizon)
                 xt = torch.as_tensor(x, device=self.device)
                 rt = torch.as_tensor(r, device=self.device)
                 yt = torch.as_tensor(y, device=self.device)
@@ -592,6 +649,9 @@ class SequenceTrainer:
                     neg = torch.multinomial(qt, cfg.n_negatives, replacement=True)
                     neg_kw["neg_items"] = neg
                     neg_kw["neg_logq"] = neg_kw["item_logq"][neg]
+                if cfg.mask_seen and cfg.loss == "full":
+                    sr, si = seen_pairs(hist, users[b], ends[b], x, y, self.n_items)
+                    neg_kw["seen"] = (torch.as_tensor(sr, device=self.device), torch.as_tensor(si, device=self.device))
                 loss = masked_loss(self.net, xt, rt, yt, cfg.loss, **neg_kw)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -618,7 +678,7 @@ class SequenceTrainer:
                 if "val_recall@10" in row:
                     msg += f", validation recall@10 {row['val_recall@10']:.4f}"
                 print(msg, flush=True)
-            if validation is not None and bad > cfg.patience:
+            if validation is not None and bad > 0 and bad >= cfg.patience:
                 break
         if validation is not None and best_state is not None:
             self.net.load_state_dict(best_state)

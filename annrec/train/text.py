@@ -41,7 +41,7 @@ from annrec.errors import ArtifactError, DataError, DataNotFoundError, InputErro
 __all__ = [
     "DEFAULT_MODEL", "DEFAULT_FIELDS", "TextEncoder", "TextTrainer", "TextVectorCache", "ResolvedModel",
     "resolve_model", "model_fingerprint", "build_item_texts", "format_item_text", "default_cache_dir",
-    "load_query_encoder",
+    "load_query_encoder", "query_encoder_from_embeddings",
 ]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -541,6 +541,7 @@ class TextEncoder:
                                 "an artifact written by `annrec train text`")
         model = enc["model"]
         kwargs.setdefault("use_cache", False)
+        kwargs.setdefault("show_progress_bar", False)
         kwargs.setdefault("max_seq_length", enc.get("max_seq_length"))
         self = cls(model, device=device, normalize=bool(enc.get("normalize", True)), **kwargs)
         if verify:
@@ -570,6 +571,16 @@ def load_query_encoder(artifact: Embeddings | Mapping[str, Any] | str | os.PathL
     else:
         manifest = read_manifest(artifact, EMBEDDINGS_KIND)
     return TextEncoder.from_manifest(manifest, device=device, verify=verify)
+
+
+def query_encoder_from_embeddings(emb: Embeddings) -> TextEncoder | None:
+    """The service hook (:func:`annrec.service.registry.query_encoder`): the query encoder of a text
+    artifact, or ``None`` when its manifest records no encoder. ``encoder.encode([text])`` gives float32
+    ``(1, dim)`` unit vectors (no cache, no progress bar). Raises like :meth:`TextEncoder.from_manifest`
+    (e.g. :class:`DataNotFoundError` when the recorded model cannot be found on this machine)."""
+    if not isinstance((emb.manifest or {}).get("encoder"), Mapping):
+        return None
+    return TextEncoder.from_manifest(emb.manifest)
 
 
 # ------------------------------------------------------------------------------------------------ item text

@@ -1,0 +1,284 @@
+"""``annrec index build`` and ``annrec index query``: Embeddings folder -> index folder -> nearest items."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from annrec.cli.apps import console, index_app, json_option, write_json_report
+from annrec.errors import InputError
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``"M=16"`` -> ``("M", 16)``; values become int, float, bool (true/false), None (none/null) or str.
+
+    Raises:
+        InputError: no ``=``, an empty or invalid key, or an empty value.
+    """
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not _KEY_RE.match(key) or value == "":
+        raise InputError(f"malformed --param {text!r}: use key=value, e.g. --param M=16 or "
+                         f"--param factory=IVF256,Flat")
+    low = value.lower()
+    if low in ("true", "false"):
+        return key, low == "true"
+    if low in ("none", "null"):
+        return key, None
+    for conv in (int, float):
+        try:
+            return key, conv(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def resolve_spec(spec: Path | None, backend: str | None, params: list[str] | None, metric: str | None):
+    """The :class:`~annrec.index.spec.IndexSpec` from ``--spec`` and/or ``--backend``, ``--param``, ``--metric``.
+
+    ``--param`` entries override or extend the spec's parameters; ``--metric`` overrides its metric.
+
+    Raises:
+        InputError: neither ``--spec`` nor ``--backend``, a ``--backend`` that contradicts the spec, a
+            malformed ``--param``, an unknown backend or metric.
+        DataNotFoundError: no spec file.
+    """
+    from annrec.index import BACKENDS
+    from annrec.index.spec import IndexSpec
+
+    if spec is None and backend is None:
+        raise InputError("give an index spec (--spec index/hnsw.yaml) or a backend (--backend hnswlib|faiss "
+                         "with --param key=value ...)")
+    if backend is not None and backend not in BACKENDS:
+        raise InputError(f"unknown index backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if metric is not None and metric not in ("ip", "cosine", "l2"):
+        raise InputError(f"unknown metric {metric!r}: use ip, cosine or l2")
+    extra = dict(parse_param(p) for p in (params or []))
+    if spec is not None:
+        s = IndexSpec.from_yaml(spec)
+        if backend is not None and backend != s.backend:
+            raise InputError(f"--backend {backend} contradicts {spec} (backend {s.backend}): drop one of them")
+        return IndexSpec(backend=s.backend, metric=metric or s.metric, params={**s.params, **extra})
+    return IndexSpec(backend=backend, metric=metric, params=extra)
+
+
+def folder_bytes(path: Path) -> int:
+    """Total size of the files under ``path``."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def build_from_embeddings(emb, emb_path: Path, spec, *, copy_items: bool = True):
+    """Build an index of ``spec`` over the item vectors of ``emb`` and fill in its provenance.
+
+    ``index.source`` = ``{"embeddings": absolute path, "embeddings_name": folder name, "fingerprint": the
+    manifest's data hash (when any), "trainer": ..., "dataset": ...}`` — what ``annrec serve`` uses to
+    find the embeddings (user vectors, seen items) of an index. Item metadata (titles, genres) is
+    copied into the index when there are at most a million items.
+
+    Raises:
+        InputError: parameters the backend rejects.
+    """
+    from annrec.index import build_index
+
+    metric = spec.metric or emb.metric
+    index = build_index(emb.vectors, emb.ids, metric, backend=spec.backend, **spec.params)
+    m = emb.manifest
+    index.source = {"embeddings": str(Path(emb_path).resolve()), "embeddings_name": Path(emb_path).resolve().name,
+                    "fingerprint": m.get("fingerprint") or m.get("data_hash"), "trainer": m.get("trainer"),
+                    "dataset": m.get("dataset"), "embeddings_metric": emb.metric}
+    if copy_items and emb.items and len(emb.items) <= 1_000_000:
+        index.items = dict(emb.items)
+    return index
+
+
+@index_app.command("build")
+def index_build(
+    embeddings: Path = typer.Option(..., "--embeddings", help="Embeddings folder (from `annrec train ...`)."),
+    spec: Path | None = typer.Option(None, "--spec", help="Index spec YAML (index/hnsw.yaml, index/ivf-flat.yaml...)."),
+    backend: str | None = typer.Option(None, "--backend", help="hnswlib or faiss (instead of, or checked against, "
+                                       "--spec)."),
+    param: list[str] | None = typer.Option(None, "--param", help="Backend parameter key=value, repeatable "
+                                           "(M=16, ef_construction=200, factory=IVF{nlist},Flat, nprobe=8...); "
+                                           "overrides the spec."),
+    metric: str | None = typer.Option(None, "--metric", help="ip, cosine or l2 (default: the spec's, else the "
+                                      "embeddings' metric)."),
+    out: Path = typer.Option(..., "--out", help="Index folder to write (replaced atomically)."),
+    json_path: Path | None = json_option(),
+) -> None:
+    """Build an index (hnswlib or FAISS) over the item vectors of an Embeddings folder."""
+    from annrec.embeddings import Embeddings
+
+    s = resolve_spec(spec, backend, param, metric)
+    emb = Embeddings.load(embeddings)
+    with console.status(f"building {s.backend} index over {len(emb):,} vectors of dim {emb.dim}..."):
+        t0 = time.perf_counter()
+        index = build_from_embeddings(emb, embeddings, s)
+        build_s = time.perf_counter() - t0
+    index.save(out)
+    size = folder_bytes(out)
+    shown = {k: v for k, v in index.params.items() if k != "factory_resolved"}
+    if "factory_resolved" in index.params:
+        shown["factory"] = index.params["factory_resolved"]
+    console.print(f"built {index.backend} index {out}: {len(index):,} items, dim {index.dim}, metric {index.metric}, "
+                  f"params {shown}", highlight=False)
+    console.print(f"build {build_s:.2f} s, index {index.memory_bytes() / 2**20:.1f} MiB in memory, folder "
+                  f"{size / 2**20:.1f} MiB on disk", highlight=False)
+    write_json_report(json_path, {"command": "index build", "out": str(out), "embeddings": str(embeddings),
+                                  "backend": index.backend, "metric": index.metric, "dim": index.dim,
+                                  "count": len(index), "params": index.params, "build_seconds": round(build_s, 4),
+                                  "memory_bytes": index.memory_bytes(), "folder_bytes": size})
+
+
+def query_params(index, ef: int | None, nprobe: int | None) -> dict[str, int] | None:
+    """``--ef`` / ``--nprobe`` as the backend's query parameters (``ef`` for hnswlib; ``efSearch`` /
+    ``nprobe`` for FAISS).
+
+    Raises:
+        InputError: a parameter that does not apply to this index (``--nprobe`` for HNSW, ``--ef`` for an
+            IVF index), or a value <= 0.
+    """
+    out: dict[str, int] = {}
+    for name, v in (("--ef", ef), ("--nprobe", nprobe)):
+        if v is not None and v <= 0:
+            raise InputError(f"{name} must be a positive integer; got {v}")
+    kind = index.backend
+    factory = str(index.params.get("factory_resolved") or index.params.get("factory") or "")
+    if ef is not None:
+        if kind == "hnswlib":
+            out["ef"] = int(ef)
+        elif "HNSW" in factory:
+            out["efSearch"] = int(ef)
+        else:
+            raise InputError(f"--ef (efSearch) applies to HNSW indexes; this is a FAISS {factory!r} index"
+                             + (": use --nprobe" if "IVF" in factory else ""))
+    if nprobe is not None:
+        if kind == "faiss" and "IVF" in factory:
+            out["nprobe"] = int(nprobe)
+        else:
+            raise InputError(f"--nprobe applies to FAISS IVF indexes; this is a {kind} "
+                             f"{factory + ' ' if factory else ''}index" + (": use --ef" if kind == "hnswlib" or
+                                                                           "HNSW" in factory else ""))
+    return out or None
+
+
+def item_label(meta: dict | None) -> tuple[str, str]:
+    """(title, genres) strings for a result row."""
+    if not meta:
+        return "", ""
+    genres = meta.get("genres")
+    return str(meta.get("title", "")), "|".join(genres) if isinstance(genres, list) else str(genres or "")
+
+
+def results_table(ids, scores, items: dict | None, title: str, score_name: str = "score"):
+    """A rich table of one result list (rank, id, score, title, genres)."""
+    from rich.table import Table
+
+    items = items or {}
+    t = Table(title=title, title_justify="left")
+    t.add_column("#", justify="right")
+    t.add_column("id", justify="right")
+    t.add_column(score_name, justify="right")
+    has_meta = any(items.get(i) for i in ids)
+    if has_meta:
+        t.add_column("title")
+        t.add_column("genres")
+    for rank, (i, s) in enumerate(zip(ids, scores), 1):
+        row = [str(rank), str(i), f"{s:.4f}"]
+        if has_meta:
+            row += list(item_label(items.get(i)))
+        t.add_row(*row)
+    return t
+
+
+def _load_query_vectors(vector: str | None, vectors: Path | None):
+    import numpy as np
+
+    if vector is not None:
+        try:
+            v = np.asarray([float(x) for x in vector.replace(" ", ",").split(",") if x.strip()], dtype=np.float32)
+        except ValueError:
+            raise InputError(f"--vector must be comma-separated numbers such as '0.1,0.2,0.3'; got {vector!r}") from None
+        if v.size == 0:
+            raise InputError("--vector is empty: give comma-separated numbers")
+        return v[None, :]
+    from annrec.errors import DataError, DataNotFoundError
+
+    if not vectors.is_file():
+        raise DataNotFoundError(f"no query file at {vectors}: pass a .npy file of shape (n, dim)")
+    try:
+        q = np.load(vectors, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DataError(f"{vectors} is not a readable .npy array ({e}): save the queries with numpy.save") from None
+    if q.ndim == 1:
+        q = q[None, :]
+    return q
+
+
+@index_app.command("query")
+def index_query(
+    index_dir: Path = typer.Option(..., "--index", help="Index folder (from `annrec index build`)."),
+    item: str | None = typer.Option(None, "--item", help="Query with the stored vector of this item id."),
+    vector: str | None = typer.Option(None, "--vector", help="One query vector: comma-separated numbers."),
+    vectors: Path | None = typer.Option(None, "--vectors", help="Query vectors: a .npy file of shape (n, dim)."),
+    k: int = typer.Option(10, "-k", "--k", help="Results per query."),
+    ef: int | None = typer.Option(None, "--ef", help="efSearch (HNSW: hnswlib or FAISS)."),
+    nprobe: int | None = typer.Option(None, "--nprobe", help="IVF lists probed (FAISS IVF)."),
+    include_self: bool = typer.Option(False, "--include-self", help="With --item, keep the item itself in the results."),
+    show: int = typer.Option(3, "--show", help="With --vectors, print the results of the first N queries."),
+    threads: int | None = typer.Option(None, "--threads", help="Threads for a batch of --vectors (default: all cores)."),
+    json_path: Path | None = json_option(),
+) -> None:
+    """Nearest items of an item, a vector or a batch of vectors (.npy), through an index folder."""
+    import numpy as np
+
+    from annrec.index import load_index
+
+    given = [n for n, v in (("--item", item), ("--vector", vector), ("--vectors", vectors)) if v is not None]
+    if len(given) != 1:
+        raise InputError("give exactly one query: --item ID, --vector '0.1,0.2,...' or --vectors FILE.npy"
+                         + (f" (got {', '.join(given)})" if given else ""))
+    index = load_index(index_dir)
+    params = query_params(index, ef, nprobe)
+    from annrec._validate import check_k
+
+    check_k(k)
+    denied = None
+    if item is not None:
+        q = index.get_vector(item)[None, :]
+        if not include_self:
+            denied = [item]
+            check_k(k, limit=len(index) - 1)
+    else:
+        q = _load_query_vectors(vector, vectors)
+    t0 = time.perf_counter()
+    ids, scores = index.search(q, k, params=params, denied_ids=denied, threads=threads)
+    seconds = time.perf_counter() - t0
+    score_name = "distance" if index.metric == "l2" else "score"
+    n_show = len(q) if vectors is None else min(max(show, 0), len(q))
+    for row in range(n_show):
+        keep = [j for j, i in enumerate(ids[row].tolist()) if i is not None and not (isinstance(i, int) and i < 0)]
+        if item is not None:
+            title = item_label(index.items.get(index._coerce(item)))[0]
+            head = f"{len(keep)} nearest to item {item}" + (f" ({title})" if title else "")
+        else:
+            head = f"query {row}: {len(keep)} nearest"
+        console.print(results_table([ids[row][j] for j in keep], [float(scores[row][j]) for j in keep],
+                                    index.items, head, score_name))
+    console.print(f"{len(q)} quer{'y' if len(q) == 1 else 'ies'} in {seconds * 1e3:.2f} ms "
+                  f"({len(q) / max(seconds, 1e-9):,.0f} QPS) on {index.backend} {index.metric}, params "
+                  f"{params or 'default'}", highlight=False)
+    write_json_report(json_path, {
+        "command": "index query", "index": str(index_dir), "k": k, "params": params, "n_queries": len(q),
+        "seconds": round(seconds, 6),
+        "results": [[{"id": i, "score": (None if np.isnan(s) else float(s))} for i, s in zip(ir.tolist(), sr.tolist())
+                     if i is not None and not (isinstance(i, int) and i < 0)] for ir, sr in zip(ids, scores)]})
+
+
+__all__ = ["index_build", "index_query", "parse_param", "resolve_spec", "build_from_embeddings", "query_params",
+           "results_table", "item_label", "folder_bytes"]

@@ -1,0 +1,119 @@
+"""``annrec train sequence`` and ``annrec recommend-next`` end to end on a small synthetic MovieLens folder,
+plus one slow real-data smoke test on ml-latest-small."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from annrec.cli import app  # noqa: E402
+from annrec.embeddings import Embeddings  # noqa: E402
+from tests._sequence_fixtures import cyclic_log, write_movielens_folder  # noqa: E402
+
+runner = CliRunner()
+
+TINY = ["--units", "16", "--item-dim", "8", "--max-len", "6", "--horizon", "1", "--epochs", "12", "--lr", "0.02",
+        "--batch-size", "64", "--val-fraction", "0", "--dropout", "0", "--buckets", "10", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seqcli")
+    write_movielens_folder(root / "data" / "ml-latest-small", cyclic_log())
+    out = root / "model"
+    res = runner.invoke(app, ["train", "sequence", "--data-dir", str(root / "data"), *TINY, "--out", str(out),
+                              "--json", str(root / "train.json")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_train_writes_an_ip_artifact_and_a_report(model_dir):
+    emb = Embeddings.load(model_dir)
+    assert emb.metric == "ip" and emb.manifest["trainer"] == "sequence" and emb.dim == 17
+    assert emb.items[105]["title"] == "Movie 105 (2000)"
+    report = json.loads((model_dir.parent / "train.json").read_text())
+    assert report["command"] == "train sequence" and report["params"]["max_len"] == 6
+    assert report["train_seconds"] > 0 and len(report["history"]) == 12
+
+
+def test_recommend_next_prints_titles(model_dir):
+    res = runner.invoke(app, ["recommend-next", "105", "106", "107", "--model", str(model_dir), "-k", "3",
+                              "--timestamps", "1500000000,1500000060,1500000120", "--json",
+                              str(model_dir.parent / "next.json")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "Movie 108 (2000)" in res.output.splitlines()[0]
+    got = json.loads((model_dir.parent / "next.json").read_text())
+    assert [i["item_id"] for i in got["items"]][0] == 108 and got["warnings"] == []
+
+
+def test_recommend_next_through_a_built_index_agrees_with_exact(model_dir, tmp_path):
+    from annrec.index import build_index
+
+    emb = Embeddings.load(model_dir)
+    build_index(emb.vectors, emb.ids, emb.metric, backend="hnswlib", M=16, ef_construction=200).save(tmp_path / "idx")
+    outs = []
+    for extra in ([], ["--index", str(tmp_path / "idx")]):
+        res = runner.invoke(app, ["recommend-next", "110", "111", "--model", str(model_dir), "-k", "5",
+                                  "--json", str(tmp_path / "r.json"), *extra], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        outs.append([i["item_id"] for i in json.loads((tmp_path / "r.json").read_text())["items"]])
+    assert outs[0] == outs[1] and outs[0][0] == 112
+
+
+def test_recommend_next_warns_about_unknown_ids(model_dir):
+    res = runner.invoke(app, ["recommend-next", "105", "424242", "--model", str(model_dir), "-k", "2"])
+    assert res.exit_code == 0 and "warning" in res.output and "424242" in res.output
+
+
+@pytest.mark.parametrize("args, match", [
+    (["424242"], "none of the 1 item ids"),
+    (["105", "106", "--timestamps", "1500000060,1500000000"], "out of order"),
+    (["105", "--timestamps", "x"], "integers"),
+    (["105", "-k", "0"], "k must be"),
+])
+def test_recommend_next_bad_input_is_one_clear_error(model_dir, args, match, capsys, monkeypatch):
+    from annrec.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["annrec", "recommend-next", *args, "--model", str(model_dir)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2
+    out = capsys.readouterr().out
+    assert "error:" in out and match in out
+
+
+def test_train_rejects_max_len_zero(tmp_path):
+    from annrec.errors import InputError
+
+    with pytest.raises(InputError, match="max_len"):
+        runner.invoke(app, ["train", "sequence", "--max-len", "0", "--out", str(tmp_path / "m")],
+                      catch_exceptions=False)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_real_data_smoke(tmp_path):
+    """One short training on ml-latest-small's temporal split beats the popularity baseline (0.082)."""
+    from tests._data_fixtures import require_real_data
+
+    root = require_real_data()
+    res = runner.invoke(app, ["train", "sequence", "--data-dir", str(root), "--eval", "--units", "32",
+                              "--item-dim", "32", "--max-len", "10", "--stride", "10", "--train-last", "0",
+                              "--epochs", "1", "--val-fraction", "0", "--batch-size", "128", "--no-progress",
+                              "--out", str(tmp_path / "m"), "--json", str(tmp_path / "r.json")],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["topn"]["users"] == 610 and report["topn"]["recall@10"] > 0.05
+    emb = Embeddings.load(tmp_path / "m")
+    assert len(emb) == 9724 and np.isfinite(emb.vectors).all()
+    res = runner.invoke(app, ["recommend-next", "1", "260", "1196", "--model", str(tmp_path / "m"), "-k", "3"],
+                        catch_exceptions=False)
+    assert res.exit_code == 0 and len(res.output.strip().splitlines()) >= 3
