@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def python_walks(adj_lists: list[list[int]], walks_per_node: int, walk_length: int, seed: int = 0) -> list[list[int]]:
     """The reference Python loop: one ``random.choice`` per step (DeepWalk's ``random_walk``)."""

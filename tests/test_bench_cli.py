@@ -126,6 +126,9 @@ def test_index_tune_writes_a_buildable_spec(tmp_path):
                  "--sample", "200", "--M", "8", "--runs", "1", "--candidates", "hnswlib,faiss-ivf",
                  "--cache-dir", str(tmp_path / "cache"), "--json", str(tmp_path / "tune.json")])
     assert r.exit_code == 0, r.output
+    from annrec.index.spec import IndexSpec
+
+    assert IndexSpec.from_yaml(out).backend in ("hnswlib", "faiss")  # what `annrec index build --spec` reads
     spec = yaml.safe_load(out.read_text())
     assert spec["backend"] in ("hnswlib", "faiss") and spec["metric"] == "ip" and spec["params"]
     figures = json.loads((tmp_path / "tune.json").read_text())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 
 from annrec.errors import DataError, DataNotFoundError, InputError, UnknownIdError
@@ -195,3 +194,12 @@ def test_load_graph_errors():
         load_graph("edgelist")
     with pytest.raises(InputError, match="interactions"):
         load_graph("cooccurrence")
+
+
+def test_read_edge_list_header_with_unknown_names(tmp_path):
+    f = tmp_path / "e.csv"
+    f.write_text("node_a,node_b,strength\n1,2,5\n2,3,1\n")
+    g = read_edge_list(f)
+    assert g.n_edges == 2 and edge_set(g)[(1, 2)] == 5.0
+    g2 = read_edge_list(f, source="node_b", target="node_a", weight=None)
+    assert edge_set(g2)[(2, 1)] == 5.0

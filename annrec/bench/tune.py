@@ -148,7 +148,9 @@ def write_spec(path: str | Path, winner: Candidate, metric: str, *, target: floa
 
     from annrec._io import atomic_write_text
 
-    spec = winner.spec(metric)
+    from annrec.index.spec import IndexSpec
+
+    spec = IndexSpec.model_validate(winner.spec(metric)).model_dump(exclude_none=True)  # the presets' format
     head = (f"# Written by `annrec index tune --target-recall {target}` on {source}\n"
             f"# ({n_queries} held-out queries, k={k}, {mode}-query mode): recall@{k} {winner.recall:.4f}, "
             f"{winner.qps:,.0f} QPS, build {winner.build_time_s:.1f} s.\n"

@@ -20,6 +20,10 @@ _COMMAND_MODULES = [
     "serve",
     "train_sequence",
     "bench",
+    "train_mf",
+    "index_cmds",
+    "recommend_cmds",
+    "quickstart",
 ]
 
 for _mod in _COMMAND_MODULES:

@@ -126,9 +126,9 @@ def index_build(
     if "factory_resolved" in index.params:
         shown["factory"] = index.params["factory_resolved"]
     console.print(f"built {index.backend} index {out}: {len(index):,} items, dim {index.dim}, metric {index.metric}, "
-                  f"params {shown}", highlight=False)
+                  f"params {shown}", highlight=False, markup=False)
     console.print(f"build {build_s:.2f} s, index {index.memory_bytes() / 2**20:.1f} MiB in memory, folder "
-                  f"{size / 2**20:.1f} MiB on disk", highlight=False)
+                  f"{size / 2**20:.1f} MiB on disk", highlight=False, markup=False)
     write_json_report(json_path, {"command": "index build", "out": str(out), "embeddings": str(embeddings),
                                   "backend": index.backend, "metric": index.metric, "dim": index.dim,
                                   "count": len(index), "params": index.params, "build_seconds": round(build_s, 4),
@@ -175,24 +175,30 @@ def item_label(meta: dict | None) -> tuple[str, str]:
     return str(meta.get("title", "")), "|".join(genres) if isinstance(genres, list) else str(genres or "")
 
 
-def results_table(ids, scores, items: dict | None, title: str, score_name: str = "score"):
-    """A rich table of one result list (rank, id, score, title, genres)."""
+def results_table(ids, scores, items: dict | None, title: str, score_name: str = "score",
+                  extra: tuple[str, list[str]] | None = None):
+    """A rich table of one result list (rank, id, score, [extra column], title, genres)."""
     from rich.table import Table
+    from rich.text import Text
 
     items = items or {}
-    t = Table(title=title, title_justify="left")
+    t = Table(title=Text(title), title_justify="left")
     t.add_column("#", justify="right")
     t.add_column("id", justify="right")
     t.add_column(score_name, justify="right")
+    if extra is not None:
+        t.add_column(extra[0], justify="right")
     has_meta = any(items.get(i) for i in ids)
     if has_meta:
         t.add_column("title")
         t.add_column("genres")
     for rank, (i, s) in enumerate(zip(ids, scores), 1):
         row = [str(rank), str(i), f"{s:.4f}"]
+        if extra is not None:
+            row.append(extra[1][rank - 1])
         if has_meta:
             row += list(item_label(items.get(i)))
-        t.add_row(*row)
+        t.add_row(*[Text(c) for c in row])
     return t
 
 
@@ -272,7 +278,7 @@ def index_query(
                                     index.items, head, score_name))
     console.print(f"{len(q)} quer{'y' if len(q) == 1 else 'ies'} in {seconds * 1e3:.2f} ms "
                   f"({len(q) / max(seconds, 1e-9):,.0f} QPS) on {index.backend} {index.metric}, params "
-                  f"{params or 'default'}", highlight=False)
+                  f"{params or 'default'}", highlight=False, markup=False)
     write_json_report(json_path, {
         "command": "index query", "index": str(index_dir), "k": k, "params": params, "n_queries": len(q),
         "seconds": round(seconds, 6),

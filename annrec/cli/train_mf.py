@@ -136,11 +136,11 @@ def topn_protocol(inter, params: dict[str, Any], *, test_fraction: float = 0.2, 
 
 def print_rating_figures(fig: dict[str, Any]) -> None:
     console.print(f"RMSE {fig['rmse']:.4f} on {fig['test_events']:,} held-out ratings ({fig['protocol']})",
-                  highlight=False)
+                  highlight=False, markup=False)
     if "bias_baseline_rmse" in fig:
-        console.print(f"  bias-only baseline RMSE {fig['bias_baseline_rmse']:.4f}", highlight=False)
+        console.print(f"  bias-only baseline RMSE {fig['bias_baseline_rmse']:.4f}", highlight=False, markup=False)
     console.print(f"  best epoch {fig['best_epoch']} of {fig['epochs_run']} run (validation RMSE "
-                  f"{fig['val_rmse']}), fit {fig['fit_seconds']} s", highlight=False)
+                  f"{fig['val_rmse']}), fit {fig['fit_seconds']} s", highlight=False, markup=False)
 
 
 def print_topn_figures(fig: dict[str, Any], title: str = "top-N (temporal split)") -> None:
@@ -210,8 +210,8 @@ def train_mf(
     params = MatrixFactorization(**params).get_params()  # validate before loading anything
     params["y_range"] = tuple(params["y_range"]) if isinstance(params["y_range"], list) else params["y_range"]
     inter = load_ratings(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col)
-    console.print(f"[bold]mf[/] {inter.name}: {inter.n_events:,} ratings, {inter.n_users:,} users, "
-                  f"{inter.n_items:,} items", highlight=False)
+    console.print(f"mf on {inter.name}: {inter.n_events:,} ratings, {inter.n_users:,} users, "
+                  f"{inter.n_items:,} items", highlight=False, markup=False)
     mf, train, rating_fig = rating_protocol(inter, params, test_fraction=test_fraction, split_seed=split_seed,
                                             baseline=baseline, progress=progress)
     print_rating_figures(rating_fig)
@@ -232,7 +232,7 @@ def train_mf(
     emb.save(out)
     seconds = round(time.perf_counter() - t0, 2)
     console.print(f"wrote {out}: {len(emb):,} item vectors and {len(emb.queries):,} user vectors of dim {emb.dim} "
-                  f"(metric ip), {figures['artifact']}; {seconds} s", highlight=False)
+                  f"(metric ip), {figures['artifact']}; {seconds} s", highlight=False, markup=False)
     write_json_report(json_path, {"command": "train mf", "out": str(out), "dataset": inter.name,
                                   "data_hash": inter.fingerprint(), "params": emb.manifest["params"],
                                   "figures": figures, "counts": emb.manifest["counts"], "seconds": seconds})

@@ -51,8 +51,11 @@ try:  # orjson is ~5x faster than json for the float-heavy responses; json works
 except ImportError:  # pragma: no cover
     import json
 
+    def _default(o: Any) -> Any:
+        return o.tolist() if hasattr(o, "tolist") else str(o)
+
     def dumps(obj: Any) -> bytes:
-        return json.dumps(obj, allow_nan=False, default=str).encode()
+        return json.dumps(obj, allow_nan=False, default=_default, separators=(",", ":")).encode()
 
 
 JSON = "application/json"

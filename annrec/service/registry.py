@@ -221,6 +221,7 @@ class ServedIndex:
         self.rw = RWLock()
         self.mutation = threading.Lock()
         self.retired = False
+        self.writable = path is not None  # the registry clears it when the server is read-only
         self.persister: Persister | None = None
         self.loaded_at = time.time()
         self.version = 0   # writes applied since load
@@ -265,7 +266,7 @@ class ServedIndex:
         d: dict[str, Any] = {
             "name": self.name, "backend": idx.backend, "metric": idx.metric, "dim": idx.dim, "count": len(idx),
             "trainer": self.trainer, "user_recommendations": self.recommender is not None,
-            "query_encoder": self.encoder_kind, "writable": self.path is not None,
+            "query_encoder": self.encoder_kind, "writable": self.writable,
             "query_params": sorted(self.query_param_names()),
         }
         if full:
@@ -493,7 +494,8 @@ class Registry:
                     got = None
                 if got is not None:
                     srv.encoder_kind, srv.encoder = got
-            if srv.path is not None and not s.read_only:
+            srv.writable = srv.path is not None and not s.read_only
+            if srv.writable:
                 srv.persister = Persister(srv, s.persist, s.save_delay_s, self.on_save)
                 reserve_capacity(srv.index)
         return Snapshot(served, generation, tuple(found.skipped))

@@ -404,7 +404,8 @@ def read_edge_list(path: str | os.PathLike, *, source: str | int | None = None, 
 
     * with a header: ``source``/``target``/``weight`` as named, or found among the usual names
       (source: ``source, src, from, u, node1, ...``; target: ``target, dst, to, v, node2, ...``; weight:
-      ``weight, w, count, rating, value``); without ``weight`` and no such column the graph is unweighted;
+      ``weight, w, count, rating, value``), else the third column when there are exactly three; otherwise
+      the graph is unweighted;
     * without a header: column 0 = source, 1 = target, 2 (if present) = weight; ints select columns.
 
     Lines starting with ``#`` are comments. Empty endpoints are dangling edges (dropped, counted).
@@ -457,6 +458,8 @@ def read_edge_list(path: str | os.PathLike, *, source: str | int | None = None, 
         if header:
             lower = {str(c).lower(): c for c in df.columns}
             wcol = next((lower[c] for c in WEIGHT_COLUMNS if c in lower), None)
+            if wcol is None and df.shape[1] == 3:
+                wcol = next(c for c in df.columns if c not in (scol, tcol))  # the one other column
         elif df.shape[1] >= 3:
             wcol = df.columns[2]
     if len(df) == 0:

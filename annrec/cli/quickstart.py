@@ -1,0 +1,260 @@
+"""``annrec quickstart``: the whole pipeline on MovieLens ml-latest-small, with every figure of issue 2.
+
+Steps (each also available as its own command):
+
+1. **RMSE** (explicit-ratings protocol): ``random_split(data, 0.1, seed=0)``, biased MF fitted on the 90%,
+   RMSE on the 10%, beside the regularised bias-only baseline.
+2. **Top-N model** (top-N protocol): ``temporal_user_split(data, 0.2)``; a second MF with the same
+   hyper-parameters is fitted on the training part. THIS model is written to ``<out>/mf`` (so the top-N
+   and index figures describe exactly the artifact that is served); its ``seen`` matrix holds every
+   rating of the data set, so served recommendations never repeat a rated movie.
+3. **Indexes** over its item vectors ``[q_i, b_i]`` (maximum inner product search): hnswlib HNSW
+   (``M=16, ef_construction=200, ef=64``, as ``index/hnsw.yaml``) -> ``<out>/mf-hnsw``, and FAISS
+   ``IVF{nlist},Flat`` (``nlist`` = 4*sqrt(n) rounded to a power of two, at most n/39; ``nprobe=8``, as
+   ``index/ivf-flat.yaml``) -> ``<out>/mf-ivf``. ``annrec serve --model-dir <out>`` serves them.
+4. **Recall@10 / NDCG@10** on the temporal split's test part, ranking every item the user did not rate
+   in training: exactly (brute-force MIPS), and through each index with the training items as the
+   search's deny-list (``Index.search(..., denied_ids=...)``).
+5. **recall@10 vs QPS**: ANN-Benchmarks style, every user vector as a query, recall against the exact
+   top-10 inner products over all items, QPS single-threaded one query at a time, for a few ``ef`` /
+   ``nprobe`` values.
+6. **Example recommendations** with titles for one user, through the HNSW index.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+from annrec.cli.apps import app, console, json_option, write_json_report
+from annrec.errors import InputError
+
+HNSW_PARAMS = {"M": 16, "ef_construction": 200, "ef": 64}
+IVF_PARAMS = {"factory": "IVF{nlist},Flat", "nlist": "auto", "nprobe": 8}
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{name} must be comma-separated positive integers such as 10,20,40; got {text!r}") from None
+    if not vals or min(vals) <= 0:
+        raise InputError(f"{name} must be comma-separated positive integers such as 10,20,40; got {text!r}")
+    return vals
+
+
+def index_recommender(index, query_vectors: np.ndarray, item_ids: np.ndarray, params: dict | None = None):
+    """A :func:`annrec.metrics.evaluate_topn` recommender that searches ``index`` with ``[p_u, 1]`` and
+    denies the user's training items (``denied_ids``); results are mapped back to item indices."""
+    pos = {v: i for i, v in enumerate(item_ids.tolist())}
+
+    def recommend(users: np.ndarray, k: int, seen: list[np.ndarray]) -> np.ndarray:
+        out = np.full((len(users), k), -1, dtype=np.int64)
+        for row, (u, s) in enumerate(zip(users.tolist(), seen)):
+            ids, _ = index.search(query_vectors[u], k, params=params, denied_ids=item_ids[s] if len(s) else None,
+                                  threads=1)
+            out[row] = [pos.get(i, -1) if i is not None else -1 for i in ids[0].tolist()]
+        return out
+
+    return recommend
+
+
+def exact_neighbours(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
+    """Row indices of the exact top-``k`` inner products, ``(nq, k)`` int64 (ground truth)."""
+    from annrec.metrics import top_k_excluding
+
+    return top_k_excluding(queries @ vectors.T, k)
+
+
+def recall_qps(index, queries: np.ndarray, gt_ids: np.ndarray, k: int, params: dict[str, int],
+               min_seconds: float = 0.2) -> dict[str, Any]:
+    """recall@k against ``gt_ids`` and single-threaded one-query-at-a-time QPS (ANN-Benchmarks protocol)."""
+    found = np.empty((len(queries), k), dtype=object if gt_ids.dtype == object else np.int64)
+    for i in range(len(queries)):  # warm-up pass, also the results
+        found[i] = index.search(queries[i], k, params=params, threads=1)[0][0]
+    hits = sum(len(set(f.tolist()) & set(g.tolist())) for f, g in zip(found, gt_ids))
+    reps, t0 = 0, time.perf_counter()
+    while True:
+        for i in range(len(queries)):
+            index.search(queries[i], k, params=params, threads=1)
+        reps += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_seconds:
+            break
+    qps = reps * len(queries) / elapsed
+    return {**params, "recall@10" if k == 10 else f"recall@{k}": round(hits / gt_ids.size, 4),
+            "qps": round(qps, 1), "latency_ms": round(1e3 / qps, 4)}
+
+
+def run_quickstart(dataset: str = "ml-latest-small", data_dir: Path | None = None,
+                   out: Path = Path("artifacts/quickstart"), params: dict[str, Any] | None = None,
+                   k: int = 10, user: str | None = None, ef_values: tuple[int, ...] = (10, 20, 40, 80, 160),
+                   nprobe_values: tuple[int, ...] = (1, 2, 4, 8, 16, 32), progress: bool = True) -> dict[str, Any]:
+    """Run the quickstart and return its report (also printed); see the module docstring for the steps."""
+    from annrec.cli.index_cmds import build_from_embeddings, folder_bytes, results_table
+    from annrec.cli.train_mf import (load_ratings, print_rating_figures, print_topn_figures, rating_protocol,
+                                     topn_protocol)
+    from annrec.index.spec import IndexSpec
+    from annrec.metrics import evaluate_topn
+    from annrec.recommend import Recommender
+    from annrec.train.mf import MatrixFactorization
+
+    t_start = time.perf_counter()
+    params = MatrixFactorization(**(params or {})).get_params()
+    if isinstance(params["y_range"], list):
+        params["y_range"] = tuple(params["y_range"])
+    out = Path(out)
+    report: dict[str, Any] = {"command": "quickstart", "dataset": dataset, "out": str(out), "params": params}
+    timings: dict[str, float] = {}
+
+    def step(title: str) -> None:
+        from rich.markup import escape
+
+        console.rule(f"[bold]{escape(title)}", align="left")
+
+    step(f"1/6 data: MovieLens {dataset}")
+    t = time.perf_counter()
+    inter = load_ratings(dataset, data_dir, None, "", "", None, None)
+    timings["load"] = time.perf_counter() - t
+    console.print(f"{inter.n_events:,} ratings, {inter.n_users:,} users, {inter.n_items:,} movies "
+                  f"({timings['load']:.1f} s)", highlight=False, markup=False)
+    if user is not None:
+        inter.user_index(user)  # an unknown example user fails now, not after training
+    report["data"] = {"n_events": inter.n_events, "n_users": inter.n_users, "n_items": inter.n_items,
+                      "data_hash": inter.fingerprint()}
+
+    step("2/6 RMSE: biased MF on the random 90/10 split (seed 0)")
+    t = time.perf_counter()
+    _, _, rating_fig = rating_protocol(inter, params, progress=progress)
+    timings["rmse_protocol"] = time.perf_counter() - t
+    print_rating_figures(rating_fig)
+    report["rating"] = rating_fig
+
+    step("3/6 top-N model: biased MF on the per-user temporal split (last 20% of each user = test)")
+    t = time.perf_counter()
+    mf, train, test, topn_fig = topn_protocol(inter, params, k=k, progress=progress)
+    emb = mf.to_embeddings(train, seen=inter, figures={
+        "rating": rating_fig, "topn": topn_fig,
+        "artifact": "trained on the training part of temporal_user_split(0.2) (the top-N model); seen = every "
+                    "rating of the data set"})
+    emb_dir = emb.save(out / "mf")
+    timings["topn_model"] = time.perf_counter() - t
+    console.print(f"wrote {emb_dir}: {len(emb):,} item vectors [q_i, b_i] and {len(emb.queries):,} user vectors "
+                  f"[p_u, 1] of dim {emb.dim} (fit {topn_fig['fit_seconds']} s)", highlight=False, markup=False)
+
+    step("4/6 indexes over the item vectors (maximum inner product search)")
+    indexes = {}
+    report["indexes"] = {}
+    for name, backend, p in (("mf-hnsw", "hnswlib", HNSW_PARAMS), ("mf-ivf", "faiss", IVF_PARAMS)):
+        t = time.perf_counter()
+        index = build_from_embeddings(emb, emb_dir, IndexSpec(backend=backend, params=dict(p)))
+        build_s = time.perf_counter() - t
+        path = index.save(out / name)
+        indexes[name] = index
+        shown = {kk: v for kk, v in index.params.items() if kk not in ("factory", "nlist")}
+        report["indexes"][name] = {"path": str(path), "backend": backend, "params": index.params,
+                                   "build_seconds": round(build_s, 3), "count": len(index),
+                                   "memory_bytes": index.memory_bytes(), "folder_bytes": folder_bytes(path)}
+        console.print(f"{name}: {backend} {shown}, {len(index):,} items, build {build_s:.2f} s, "
+                      f"{folder_bytes(path) / 2**20:.1f} MiB on disk -> {path}", highlight=False, markup=False)
+
+    step(f"5/6 Recall@{k} / NDCG@{k} on the temporal split: exact and through each index")
+    t = time.perf_counter()
+    # Query vectors and item ids in the id space of the split (item index -> external id).
+    qv = mf.query_vectors()
+    through = {}
+    for name, index in indexes.items():
+        through[name] = evaluate_topn(index_recommender(index, qv, train.item_ids), train, test, k)
+    table = {"mf (exact)": topn_fig["table"]["mf"]}
+    for name, m in through.items():
+        label = f"mf via {name} (" + ("ef=64" if "hnsw" in name else "nprobe=8") + ")"
+        table[label] = {kk: (round(v, 4) if isinstance(v, float) else v) for kk, v in m.items()}
+    table["bias only (exact)"] = topn_fig["table"]["bias_only"]
+    table["popularity"] = topn_fig["table"]["popularity"]
+    timings["topn_eval"] = time.perf_counter() - t
+    print_topn_figures({"k": k, "table": table}, title=f"top-N, temporal split, {topn_fig['table']['mf']['users']} "
+                                                        f"test users, rated-in-training items excluded")
+    report["topn"] = {**topn_fig, "table": table}
+
+    step(f"6/6 recall@{k} (vs exact neighbours) against QPS, {len(emb.queries)} user queries, 1 thread")
+    t = time.perf_counter()
+    gt_rows = exact_neighbours(emb.queries, emb.vectors, k)
+    gt_ids = emb.ids[gt_rows]
+    sweep = []
+    for name, index in indexes.items():
+        values = ef_values if index.backend == "hnswlib" else nprobe_values
+        pname = "ef" if index.backend == "hnswlib" else "nprobe"
+        for v in values:
+            row = recall_qps(index, emb.queries, gt_ids, k, {pname: int(v)})
+            sweep.append({"index": name, **row})
+    timings["recall_qps"] = time.perf_counter() - t
+    from rich.table import Table
+
+    tq = Table(title=f"recall@{k} vs QPS (single thread, one query at a time)", title_justify="left")
+    for c in ("index", "parameter", f"recall@{k}", "QPS", "latency ms"):
+        tq.add_column(c, justify="left" if c in ("index", "parameter") else "right")
+    for row in sweep:
+        pname = "ef" if "ef" in row else "nprobe"
+        tq.add_row(row["index"], f"{pname}={row[pname]}", f"{row[f'recall@{k}']:.4f}", f"{row['qps']:,.0f}",
+                   f"{row['latency_ms']:.3f}")
+    console.print(tq)
+    report["recall_qps"] = {"protocol": f"{len(emb.queries)} user vectors [p_u, 1] as queries, recall@{k} against the "
+                                        f"exact top-{k} inner products over all {len(emb)} items; QPS single-threaded "
+                                        f"one query at a time through annrec's Index.search",
+                            "rows": sweep}
+
+    console.rule("[bold]example recommendations", align="left")
+    rec = Recommender(emb, indexes["mf-hnsw"])
+    if user is None:
+        user = str(emb.query_ids[0])
+    recs = rec.recommend(user, k=k)
+    u_idx = inter.user_index(user)
+    mine = inter.subset(inter.user_idx == u_idx)
+    titles = inter.item_titles()
+    best = np.argsort(-mine.rating, kind="stable")[:5]
+    liked = [f"{titles.get(mine.item_ids[mine.item_idx[j]], mine.item_ids[mine.item_idx[j]])} ({mine.rating[j]:g})"
+             for j in best]
+    console.print(f"user {user} rated {mine.n_events} movies; highest: " + "; ".join(liked), highlight=False, markup=False)
+    console.print(results_table([r.item_id for r in recs], [r.score for r in recs],
+                                {r.item_id: r.item for r in recs if r.item},
+                                f"top {k} for user {user} through mf-hnsw (rated movies excluded)"))
+    report["example"] = {"user": user, "results": [{"id": r.item_id, "score": round(r.score, 4),
+                                                    "title": (r.item or {}).get("title")} for r in recs]}
+    report["timings_seconds"] = {kk: round(v, 2) for kk, v in timings.items()}
+    report["seconds"] = round(time.perf_counter() - t_start, 2)
+    console.print(f"quickstart finished in {report['seconds']:.1f} s. Next: annrec recommend {user} --model "
+                  f"{out / 'mf'} --index {out / 'mf-hnsw'}   |   annrec serve --model-dir {out}", highlight=False, markup=False)
+    return report
+
+
+@app.command("quickstart")
+def quickstart(
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder holding ml-latest-small/ (else "
+                                         "$ANNREC_DATA_DIR, the cache, or a download)."),
+    dataset: str = typer.Option("ml-latest-small", "--dataset", help="MovieLens data set."),
+    out: Path = typer.Option(Path("artifacts/quickstart"), "--out", help="Output folder: <out>/mf (Embeddings), "
+                             "<out>/mf-hnsw and <out>/mf-ivf (indexes)."),
+    dim: int = typer.Option(64, "--dim", help="Latent factors of the MF model."),
+    epochs: int = typer.Option(20, "--epochs", help="Maximum training epochs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the model (the splits use the protocol's seeds)."),
+    threads: int = typer.Option(1, "--threads", help="torch CPU threads while training."),
+    user: str | None = typer.Option(None, "--user", help="User for the example recommendations (default: the "
+                                    "first user id)."),
+    ef: str = typer.Option("10,20,40,80,160", "--ef", help="hnswlib ef values of the recall/QPS table."),
+    nprobe: str = typer.Option("1,2,4,8,16,32", "--nprobe", help="FAISS nprobe values of the recall/QPS table."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show per-epoch progress bars."),
+    json_path: Path | None = json_option(),
+) -> None:
+    """Train MF on MovieLens, index it with HNSW and FAISS IVF, and report RMSE, Recall@10/NDCG@10 and recall/QPS."""
+    report = run_quickstart(dataset=dataset, data_dir=data_dir, out=out,
+                            params={"dim": dim, "epochs": epochs, "seed": seed, "threads": threads},
+                            user=user, ef_values=tuple(_int_list(ef, "--ef")),
+                            nprobe_values=tuple(_int_list(nprobe, "--nprobe")), progress=progress)
+    write_json_report(json_path, report)
+
+
+__all__ = ["quickstart", "run_quickstart", "recall_qps", "index_recommender", "exact_neighbours"]

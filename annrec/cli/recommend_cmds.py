@@ -1,0 +1,144 @@
+"""``annrec recommend USER_ID`` and ``annrec similar ITEM_ID`` over an Embeddings folder (and an index)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from annrec.cli.apps import app, console, json_option, write_json_report
+from annrec.cli.index_cmds import item_label, query_params, results_table
+from annrec.errors import InputError
+
+
+def open_recommender(model: Path, index_dir: Path | None):
+    """``(Recommender, Embeddings, Index | None)`` for an Embeddings folder and an optional index folder.
+
+    Without an index the recommender searches exactly (FAISS ``Flat`` built in memory).
+
+    Raises:
+        DataNotFoundError: a folder is missing. ArtifactError: a folder of the wrong kind (an index given
+            as --model, embeddings given as --index, an unknown backend).
+        InputError: an index built from other vectors (count, dimension, metric or stored vectors differ).
+    """
+    import numpy as np
+
+    from annrec.embeddings import Embeddings
+    from annrec.index import load_index
+    from annrec.recommend import Recommender
+
+    emb = Embeddings.load(model)
+    index = None
+    if index_dir is not None:
+        index = load_index(index_dir)
+        problem = None
+        if index.dim != emb.dim or index.metric != emb.metric:
+            problem = f"dim {index.dim} / metric {index.metric} vs dim {emb.dim} / metric {emb.metric}"
+        elif len(index) != len(emb):
+            problem = f"{len(index):,} items in the index vs {len(emb):,} in the embeddings"
+        else:
+            probe = emb.ids[np.linspace(0, len(emb) - 1, num=min(8, len(emb))).astype(int)]
+            for item in probe.tolist():
+                if item not in index:
+                    problem = f"item {item!r} of the embeddings is not in the index"
+                    break
+                v = emb.vectors[emb.row_of(item)]
+                if index.metric == "cosine":
+                    v = v / max(float(np.linalg.norm(v)), 1e-30)
+                if not np.allclose(index.get_vector(item), v, rtol=1e-4, atol=1e-5):
+                    problem = f"the index stores another vector for item {item!r}"
+                    break
+        if problem:
+            raise InputError(f"index {index_dir} was not built from the embeddings {model} ({problem}): rebuild it "
+                             f"with `annrec index build --embeddings {model} ...` (same metric)")
+    return Recommender(emb, index), emb, index
+
+
+def predicted_ratings(emb, user_id, scores: list[float]) -> list[float] | None:
+    """Predicted ratings of an ``mf`` artifact's recommendations: ``lo + (hi - lo) * sigmoid(score + mu + b_u)``
+    (no sigmoid without ``y_range``), clipped to the rating range; ``None`` for other trainers."""
+    import io
+
+    import numpy as np
+
+    m = emb.manifest
+    if m.get("trainer") != "mf" or "user_bias.npy" not in emb.extra or m.get("global_bias") is None:
+        return None
+    bu = np.load(io.BytesIO(emb.extra["user_bias.npy"]))[emb.query_row_of(user_id)]
+    x = np.asarray(scores, dtype=np.float64) + float(m["global_bias"]) + float(bu)
+    if m.get("y_range"):
+        lo, hi = m["y_range"]
+        x = lo + (hi - lo) / (1.0 + np.exp(-x))
+    if m.get("rating_range"):
+        x = np.clip(x, *m["rating_range"])
+    return [round(float(v), 3) for v in x]
+
+
+def _rows(recs, predicted: list[float] | None = None) -> list[dict[str, Any]]:
+    out = []
+    for r in recs:
+        title, genres = item_label(r.item)
+        out.append({"id": r.item_id, "score": r.score, "title": title or None, "genres": genres or None})
+        if predicted is not None:
+            out[-1]["predicted_rating"] = predicted[len(out) - 1]
+    return out
+
+
+@app.command("recommend")
+def recommend(
+    user_id: str = typer.Argument(..., help="External user id (e.g. a MovieLens userId)."),
+    model: Path = typer.Option(..., "--model", help="Embeddings folder with user vectors (e.g. from `annrec train mf`)."),
+    index_dir: Path | None = typer.Option(None, "--index", help="Index folder built from --model (default: exact "
+                                          "search)."),
+    k: int = typer.Option(10, "-k", "--k", help="Number of recommendations."),
+    include_seen: bool = typer.Option(False, "--include-seen", help="Also recommend items the user already rated."),
+    ef: int | None = typer.Option(None, "--ef", help="efSearch of an HNSW index."),
+    nprobe: int | None = typer.Option(None, "--nprobe", help="nprobe of a FAISS IVF index."),
+    json_path: Path | None = json_option(),
+) -> None:
+    """Top-k items for a user by maximum inner product search; items the user rated are excluded."""
+    rec, emb, index = open_recommender(model, index_dir)
+    params = query_params(rec.index, ef, nprobe)
+    recs = rec.recommend(user_id, k=k, exclude_seen=not include_seen, params=params)
+    n_seen = len(emb.seen_ids(user_id))
+    how = f"{index.backend} index {index_dir}" if index is not None else "exact search"
+    note = "included" if include_seen else "excluded"
+    title = f"top {len(recs)} for user {user_id} ({n_seen} rated items {note}; {how})"
+    predicted = predicted_ratings(emb, user_id, [r.score for r in recs])
+    console.print(results_table([r.item_id for r in recs], [r.score for r in recs],
+                                {r.item_id: r.item for r in recs if r.item}, title,
+                                extra=None if predicted is None else ("rating", [f"{v:.2f}" for v in predicted])))
+    write_json_report(json_path, {"command": "recommend", "user": user_id, "model": str(model),
+                                  "index": None if index_dir is None else str(index_dir), "k": k,
+                                  "exclude_seen": not include_seen, "seen_count": n_seen, "params": params,
+                                  "results": _rows(recs, predicted)})
+
+
+@app.command("similar")
+def similar(
+    item_id: str = typer.Argument(..., help="External item id (e.g. a MovieLens movieId)."),
+    model: Path = typer.Option(..., "--model", help="Embeddings folder (from `annrec train ...`)."),
+    index_dir: Path | None = typer.Option(None, "--index", help="Index folder built from --model (default: exact "
+                                          "search)."),
+    k: int = typer.Option(10, "-k", "--k", help="Number of similar items."),
+    ef: int | None = typer.Option(None, "--ef", help="efSearch of an HNSW index."),
+    nprobe: int | None = typer.Option(None, "--nprobe", help="nprobe of a FAISS IVF index."),
+    json_path: Path | None = json_option(),
+) -> None:
+    """The k items nearest to an item under the model's metric (the item itself excluded)."""
+    rec, emb, index = open_recommender(model, index_dir)
+    params = query_params(rec.index, ef, nprobe)
+    recs = rec.similar_items(item_id, k=k, params=params)
+    name = item_label((emb.items or {}).get(emb.ids.tolist()[emb.row_of(item_id)]))[0]
+    how = f"{index.backend} index {index_dir}" if index is not None else "exact search"
+    title = f"{len(recs)} items nearest to {item_id}" + (f" {name}" if name else "") + f" ({emb.metric}; {how})"
+    console.print(results_table([r.item_id for r in recs], [r.score for r in recs],
+                                {r.item_id: r.item for r in recs if r.item}, title,
+                                "distance" if emb.metric == "l2" else "score"))
+    write_json_report(json_path, {"command": "similar", "item": item_id, "model": str(model),
+                                  "index": None if index_dir is None else str(index_dir), "k": k, "params": params,
+                                  "results": _rows(recs)})
+
+
+__all__ = ["recommend", "similar", "open_recommender"]
