@@ -64,15 +64,16 @@ def in_process(path: Path, n: int, k: int) -> dict:
     q = read_idx_images(FMNIST / "t10k-images-idx3-ubyte.gz", n)
     for v in q[:200]:
         idx.search(v, k, threads=1)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     got = [idx.search(v, k, threads=1)[0][0] for v in q]
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     x = read_idx_images(FMNIST / "train-images-idx3-ubyte.gz", 60_000)
     flat = faiss.IndexFlatL2(x.shape[1])
     flat.add(x)
     _, truth = flat.search(q, k)
     recall = float(np.mean([len(set(g.tolist()) & set(t.tolist())) / k for g, t in zip(got, truth)]))
     return {"queries": n, "qps_single_thread": round(n / secs, 1), "mean_latency_ms": round(secs / n * 1000, 3),
+            "cpu_ms_per_query": round(cpu / n * 1000, 3),
             "recall_at_10": round(recall, 4), "ef": idx.params.get("ef")}
 
 
@@ -142,22 +143,54 @@ def _start(model_dir: Path, workers: int, port: int, extra_env: dict | None = No
     return server
 
 
+def _tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (Linux /proc)."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (FileNotFoundError, ProcessLookupError):
+        return total
+    return total + sum(_tree_cpu(int(c)) for c in children)
+
+
 def _load(port: int, args, concurrency: str, name: str, requests: int | None = None,
-          duration: float | None = None) -> dict:
-    out = ROOT / "bench" / "cache" / f"service-load-{name}.json"
-    lt = [sys.executable, str(ROOT / "service" / "loadtest.py"), "--url", f"http://127.0.0.1:{port}",
-          "--index", "fmnist-hnsw", "--key", KEY, "--fashion-mnist", str(FMNIST), "--concurrency", concurrency,
-          "--requests", str(requests or args.requests), "--duration", str(duration or args.duration),
-          "--client", args.client, "--json", str(out)]
-    subprocess.run(lt, check=False)
-    return json.loads(out.read_text())
+          duration: float | None = None, server_pid: int | None = None) -> dict:
+    """Run service/loadtest.py once per concurrency level; add the CPU time the server and the load generator
+    spent per request (machine noise inflates wall-clock figures far more than CPU time)."""
+    levels, last = [], None
+    for c in concurrency.split(","):
+        out = ROOT / "bench" / "cache" / f"service-load-{name}-c{c}.json"
+        lt = [sys.executable, str(ROOT / "service" / "loadtest.py"), "--url", f"http://127.0.0.1:{port}",
+              "--index", "fmnist-hnsw", "--key", KEY, "--fashion-mnist", str(FMNIST), "--concurrency", c,
+              "--requests", str(requests or args.requests), "--duration", str(duration or args.duration),
+              "--client", args.client, "--json", str(out)]
+        s0 = _tree_cpu(server_pid) if server_pid else None
+        subprocess.run(lt, check=False)
+        s1 = _tree_cpu(server_pid) if server_pid else None
+        last = json.loads(out.read_text())
+        lv = last["levels"][0]
+        n = max(lv["requests"] + args_warmup(args) + 1, 1)  # + warm-up requests + GET /v1/indexes/{name}
+        if server_pid:
+            lv["server_cpu_ms_per_request"] = round((s1 - s0) / n * 1e3, 3)
+            lv["projected_rps_on_2_idle_cores"] = round(2000.0 / (lv["server_cpu_ms_per_request"]
+                                                                  + lv["client_cpu_ms_per_request"]), 0)
+        lv["load_average_1m"] = round(os.getloadavg()[0], 2)
+        levels.append(lv)
+    last["levels"] = levels
+    return last
+
+
+def args_warmup(args) -> int:
+    return int(getattr(args, "warmup", 200))
 
 
 def serve_and_load(model_dir: Path, workers: int, args) -> dict:
     port = 18000 + workers
     server = _start(model_dir, workers, port)
     try:
-        return _load(port, args, args.concurrency, f"w{workers}-{args.client}")
+        return _load(port, args, args.concurrency, f"w{workers}-{args.client}", server_pid=server.pid)
     finally:
         server.terminate()
         server.wait(30)
@@ -241,10 +274,22 @@ def main() -> int:
     for w in [int(x) for x in args.workers.split(",")]:
         print(f"--- annrec serve --workers {w}")
         runs[w] = serve_and_load(args.model_dir, w, args)
+        print(f"{'conc':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'server CPU ms/req':>18} "
+              f"{'client CPU ms/req':>18} {'projected req/s, 2 idle cores':>30} {'load 1m':>8}")
+        for lv in runs[w]["levels"]:
+            print(f"{lv['concurrency']:>5} {lv['throughput_rps']:>8.1f} {lv['p50_ms']:>7.2f} {lv['p99_ms']:>7.2f} "
+                  f"{lv['errors']:>6} {lv.get('server_cpu_ms_per_request', float('nan')):>18.3f} "
+                  f"{lv['client_cpu_ms_per_request']:>18.3f} {lv.get('projected_rps_on_2_idle_cores', 0):>30.0f} "
+                  f"{lv['load_average_1m']:>8.2f}")
         c1 = next((lv for lv in runs[w]["levels"] if lv["concurrency"] == 1), None)
         if c1:
-            print(f"served/in-process single-query QPS ratio (concurrency 1): "
-                  f"{c1['throughput_rps'] / ip['qps_single_thread']:.3f}")
+            c1["ratio_to_in_process_qps"] = round(c1["throughput_rps"] / ip["qps_single_thread"], 3)
+            c1["cpu_ratio_to_in_process"] = round(ip["cpu_ms_per_query"] / (c1["server_cpu_ms_per_request"]
+                                                                          + c1["client_cpu_ms_per_request"]), 3)
+            print(f"served/in-process single-query QPS ratio (concurrency 1): {c1['ratio_to_in_process_qps']:.3f} "
+                  f"measured; {c1['cpu_ratio_to_in_process']:.3f} in CPU time per query (in-process "
+                  f"{ip['cpu_ms_per_query']} ms vs served {c1['server_cpu_ms_per_request']} + client "
+                  f"{c1['client_cpu_ms_per_request']} ms)")
     rw = None
     if args.writes:
         rw = reads_during_writes(args.model_dir, args)

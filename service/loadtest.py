@@ -167,14 +167,17 @@ async def run_level(args, host, port, path, bodies: list[bytes], concurrency: in
                 latencies.append(dt)
 
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - t0
+    client_cpu = time.process_time() - cpu0
     await close_all()
     done = len(latencies)
     return {"concurrency": concurrency, "requests": done + errors, "ok": done, "errors": errors,
             "seconds": round(elapsed, 3), "throughput_rps": round(done / elapsed, 1) if elapsed > 0 else 0.0,
             "p50_ms": round(percentile(latencies, 50), 3), "p90_ms": round(percentile(latencies, 90), 3),
-            "p99_ms": round(percentile(latencies, 99), 3), "max_ms": round(max(latencies) * 1000, 3) if latencies
+            "p99_ms": round(percentile(latencies, 99), 3),
+            "client_cpu_ms_per_request": round(client_cpu / max(done + errors, 1) * 1000, 3), "max_ms": round(max(latencies) * 1000, 3) if latencies
             else None, "error_samples": error_samples}
 
 
@@ -235,12 +238,13 @@ def main(argv=None) -> int:
     results = []
     print(f"{args.client} client -> {args.url}{path}  (index {args.index}: {info['backend']}, {info['count']} x "
           f"{info['dim']}, k={args.k})")
-    print(f"{'conc':>5} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
+    print(f"{'conc':>5} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+          f"{'client CPU ms/req':>18}")
     for c in levels:
         res = asyncio.run(run_level(args, host, port, path, bodies, c))
         results.append(res)
         print(f"{c:>5} {res['requests']:>9} {res['errors']:>7} {res['throughput_rps']:>9.1f} {res['p50_ms']:>8.2f} "
-              f"{res['p90_ms']:>8.2f} {res['p99_ms']:>8.2f}", flush=True)
+              f"{res['p90_ms']:>8.2f} {res['p99_ms']:>8.2f} {res['client_cpu_ms_per_request']:>18.3f}", flush=True)
         for s in res["error_samples"]:
             print("      error:", s)
     out = {"url": args.url, "index": args.index, "index_info": info, "k": args.k, "client": args.client,

@@ -446,3 +446,23 @@ def test_openapi_has_models_examples_and_security(client):
     assert comp["SearchRequest"]["examples"] and comp["SearchResponse"]["examples"]
     assert {"ApiKey", "Bearer"} <= set(schema["components"]["securitySchemes"])
     assert "422" in paths["/v1/indexes/{name}/search"]["post"]["responses"]
+
+
+def test_fast_search_path_and_fastapi_route_agree(model_dir):
+    """The middleware's fast path and the FastAPI route give byte-identical answers, errors included."""
+    bodies = [{"vector": emb(model_dir).queries[1].tolist(), "k": 4, "ef": 100},
+              {"vectors": emb(model_dir).queries[:2].tolist(), "k": 2, "denied_ids": [1001], "allowed_ids": None},
+              {"vector": [0.1] * 3}, {"vector": [0.1] * DIM, "k": 0}, {"vector": [0.1] * DIM, "nprobe": 2}]
+    answers = []
+    for fast in (True, False):
+        app = create_app(load_settings(model_dir=model_dir, read_key=READ_KEY, fast_search=fast))
+        with TestClient(app) as c:
+            got = [(r.status_code, r.content) for r in
+                   (c.post("/v1/indexes/mf-hnsw/search", json=b, headers=RH) for b in bodies)]
+            got.append(c.post("/v1/indexes/mf-hnsw/search", json=bodies[0]).status_code)  # no key
+            got.append(c.post("/v1/indexes/nope/search", json=bodies[0], headers=RH).status_code)
+            text = c.get("/metrics", headers=RH).text
+            assert 'annrec_http_requests_total{method="POST",route="/v1/indexes/{name}/search",status="200"} 2.0' in text
+            answers.append(got)
+    assert answers[0] == answers[1]
+    assert [a[0] if isinstance(a, tuple) else a for a in answers[0]] == [200, 200, 422, 422, 422, 401, 404]

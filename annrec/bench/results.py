@@ -164,7 +164,8 @@ def overhead_ratios(records: Iterable[dict], pairs: dict[str, str] | None = None
             annrec-faiss -> faiss).
 
     Returns:
-        Rows ``{"library", "mode", "params", "qps_annrec", "qps_raw", "ratio", "recall_annrec", "recall_raw"}``.
+        Rows ``{"library", "mode", "params", "qps_annrec", "qps_raw", "ratio", "ratio_cpu" (from CPU time,
+        when recorded), "recall_annrec", "recall_raw"}``.
     """
     pairs = pairs or {"annrec-hnswlib": "hnswlib", "annrec-faiss": "faiss"}
     idx: dict[tuple, dict] = {}
@@ -181,8 +182,11 @@ def overhead_ratios(records: Iterable[dict], pairs: dict[str, str] | None = None
         raw = idx.get((raw_alg, mode, b, q, nq, k))
         if raw is None:
             continue
-        rows.append({"library": raw_alg, "mode": mode, "params": _params(r), "qps_annrec": r["qps"],
-                     "qps_raw": raw["qps"], "ratio": r["qps"] / raw["qps"], "recall_annrec": r["recall"],
-                     "recall_raw": raw["recall"]})
+        row = {"library": raw_alg, "mode": mode, "params": _params(r), "qps_annrec": r["qps"],
+               "qps_raw": raw["qps"], "ratio": r["qps"] / raw["qps"], "recall_annrec": r["recall"],
+               "recall_raw": raw["recall"]}
+        if r.get("qps_cpu") and raw.get("qps_cpu"):
+            row["ratio_cpu"] = r["qps_cpu"] / raw["qps_cpu"]
+        rows.append(row)
     rows.sort(key=lambda r: (r["library"], r["mode"], r["params"]))
     return rows

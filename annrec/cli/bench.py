@@ -205,11 +205,12 @@ def table_cmd(
     ratios = overhead_ratios(recs) if overhead else []
     if ratios:
         console.print("\nannrec index layer vs raw library, same parameters (QPS ratio):", markup=False)
-        console.print("| library | mode | parameters | annrec QPS | raw QPS | ratio |\n|---|---|---|---:|---:|---:|",
-                      markup=False)
+        console.print("| library | mode | parameters | annrec QPS | raw QPS | ratio | ratio (CPU time) |\n"
+                      "|---|---|---|---:|---:|---:|---:|", markup=False)
         for r in ratios:
+            cpu = f"{r['ratio_cpu']:.3f}" if "ratio_cpu" in r else "—"
             console.print(f"| {r['library']} | {r['mode']} | {r['params']} | {r['qps_annrec']:,.0f} | "
-                          f"{r['qps_raw']:,.0f} | {r['ratio']:.3f} |", highlight=False, markup=False)
+                          f"{r['qps_raw']:,.0f} | {r['ratio']:.3f} | {cpu} |", highlight=False, markup=False)
     failures = [r for r in recs if r.get("status") == "failed"]
     if failures:
         console.print(f"\n{len(failures)} failed run(s):", markup=False)

@@ -141,6 +141,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 # ----------------------------------------------------------------------------- ASGI middleware
+SEARCH_PREFIX, SEARCH_SUFFIX, SEARCH_ROUTE = "/v1/indexes/", "/search", "/v1/indexes/{name}/search"
+
+
 class _BodyTooLarge(BaseException):
     """Raised from ``receive`` past the body limit; a BaseException so no body parser turns it into a 400."""
 
@@ -148,10 +151,11 @@ class _BodyTooLarge(BaseException):
 class ServiceMiddleware:
     """Body-size limit (413) and per-route metrics, as plain ASGI (cheaper than BaseHTTPMiddleware)."""
 
-    def __init__(self, app, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
+    def __init__(self, app, settings: ServiceSettings, metrics: ServiceMetrics, fast_search=None) -> None:
         self.app = app
         self.limit = settings.max_body_bytes
         self.metrics = metrics
+        self.fast_search = fast_search
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -175,6 +179,10 @@ class ServiceMiddleware:
                 break
 
         received = 0
+        if self.fast_search is not None and scope["method"] == "POST" and scope["path"].startswith(SEARCH_PREFIX) \
+                and scope["path"].endswith(SEARCH_SUFFIX):
+            await self._search(scope, receive, send, t0)
+            return
 
         async def limited_receive():
             nonlocal received
@@ -203,7 +211,66 @@ class ServiceMiddleware:
             self.metrics.in_progress.dec()
             self._observe(scope, status, t0)
 
-    def _observe(self, scope, status: int, t0: float) -> None:
+    async def _search(self, scope, receive, send, t0: float) -> None:
+        """The hot path, ``POST /v1/indexes/{name}/search``, without Starlette routing and dependency injection.
+
+        The body is read (within the limit) and handed to ``fast_search``; a request it does not answer
+        (any error: auth, validation, unknown index, …) is replayed to the FastAPI route with the same body, so
+        every error answer comes from one place.
+        """
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._too_large(send, size)
+                self._observe(scope, 413, t0, SEARCH_ROUTE)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        self.metrics.in_progress.inc()
+        status = 500
+        try:
+            data = None
+            try:
+                data = await self.fast_search(scope, body)
+            except Exception:  # noqa: BLE001 - the FastAPI route answers it (and logs a real failure)
+                data = None
+            if data is not None:
+                status = 200
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(data)).encode())]})
+                await send({"type": "http.response.body", "body": data})
+                return
+            replayed = False
+
+            async def replay():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            async def tracking_send(message):
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            await self.app(scope, replay, tracking_send)
+        finally:
+            self.metrics.in_progress.dec()
+            self._observe(scope, status, t0, SEARCH_ROUTE)
+
+    def _observe(self, scope, status: int, t0: float, route_path: str | None = None) -> None:
+        if route_path is not None:
+            self.metrics.observe(scope.get("method", "?"), route_path, status, time.perf_counter() - t0)
+            return
         route = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"
         self.metrics.observe(scope.get("method", "?"), path, status, time.perf_counter() - t0)
@@ -491,9 +558,46 @@ def create_app(settings: ServiceSettings | None = None, registry: Registry | Non
     app.state.registry = reg
     app.state.metrics = metrics
     app.state.ready = False
-    app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
-    _install_error_handlers(app)
     threads = settings.search_threads
+    secrets_ = [k for k in (settings.admin_key, settings.read_key) if k is not None]
+
+    async def fast_search(scope, raw: bytes) -> bytes | None:
+        """Answer a search that passes every check, else ``None`` (the FastAPI route then answers it)."""
+        if not settings.insecure_no_auth:
+            given = None
+            for hname, hvalue in scope["headers"]:
+                if hname == b"x-api-key" and hvalue:
+                    given = hvalue.decode("latin-1")
+                    break
+                if hname == b"authorization" and given is None:
+                    scheme, _, cred = hvalue.decode("latin-1").partition(" ")
+                    if scheme.lower() == "bearer" and cred.strip():
+                        given = cred.strip()
+            if not given or not any(_same(given, k) for k in secrets_):
+                return None
+        name = scope["path"][len(SEARCH_PREFIX):-len(SEARCH_SUFFIX)]
+        srv = reg.snapshot.indexes.get(name)
+        if srv is None or "/" in name:
+            return None
+        try:
+            body = S.SearchRequest.model_validate_json(raw or b"null")
+        except ValidationError:
+            return None
+        if (body.vector is None) == (body.vectors is None):
+            return None
+        vectors = [body.vector] if body.vector is not None else body.vectors
+        _check_limits(settings, k=body.k, batch=len(vectors), ef=body.ef, nprobe=body.nprobe,
+                      ids={"allowed_ids": body.allowed_ids, "denied_ids": body.denied_ids})
+        params = _query_params(srv, body.ef, body.nprobe)
+        k = check_k(body.k, limit=len(srv.index))
+        return await anyio.to_thread.run_sync(
+            partial(_do_search, srv, vectors, k, params, _coerce_filter(srv, body.allowed_ids),
+                    _coerce_filter(srv, body.denied_ids), body.include_metadata, threads),
+            limiter=app.state.search_limiter)
+
+    app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics,
+                       fast_search=fast_search if settings.fast_search else None)
+    _install_error_handlers(app)
     read = [Depends(require_read)]
     admin = [Depends(require_admin)]
 

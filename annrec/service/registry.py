@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from annrec.embeddings import KIND as EMB_KIND
-from annrec.embeddings import Embeddings, read_manifest
+from annrec.embeddings import Embeddings
 from annrec.errors import AnnrecError, ArtifactError, DataNotFoundError, InputError, UnknownIdError
 from annrec.index import Index, build_index, load_index
 from annrec.index.base import KIND as INDEX_KIND

@@ -20,8 +20,8 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 from annrec.errors import DataNotFoundError, InputError
 
 # Values read from the config file, handed to the settings source below for one construction.
-_FILE_VALUES: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("annrec_service_file_values",
-                                                                              default={})
+_FILE_VALUES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("annrec_service_file_values",
+                                                                                     default=None)
 #: Environment variable through which ``annrec serve`` hands its resolved settings to uvicorn workers.
 SETTINGS_ENV = "ANNREC_SERVICE_SETTINGS_JSON"
 
@@ -52,7 +52,6 @@ class ServiceSettings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="most query vectors (or upserted items) in one request")
     max_ids: int = Field(10_000, ge=1, description="most ids in an allow-list, deny-list or item sequence")
     max_string_length: int = Field(2000, ge=1, description="longest text query / string id accepted")
-    max_dim: int = Field(65_536, ge=1, description="longest vector accepted (before the index's own dim check)")
     max_ef: int = Field(4096, ge=1, description="largest ef / efSearch a request may ask for")
     max_nprobe: int = Field(65_536, ge=1, description="largest nprobe a request may ask for")
     # search execution
@@ -62,6 +61,9 @@ class ServiceSettings(BaseSettings):
                                          description="searches run at once in the thread pool (default 2 per core, "
                                                      "at least 4: enough to overlap the Python and native parts "
                                                      "of requests without GIL contention)")
+    fast_search: bool = Field(True, description="answer POST /v1/indexes/{name}/search in the ASGI middleware, "
+                                                "without routing and dependency injection (same checks; any "
+                                                "request it does not answer goes to the FastAPI route)")
     # persistence of writes
     persist: Literal["sync", "async"] = Field(
         "sync", description="sync: a write is answered after the index folder holding it is saved (concurrent "
@@ -103,7 +105,7 @@ class ServiceSettings(BaseSettings):
                                    env_settings: PydanticBaseSettingsSource,
                                    dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource):
-        return init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=_FILE_VALUES.get())
+        return init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=_FILE_VALUES.get() or {})
 
     def to_env_json(self) -> str:
         """The settings as JSON (secrets included) for handing to worker processes."""
