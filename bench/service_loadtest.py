@@ -64,9 +64,14 @@ def in_process(path: Path, n: int, k: int) -> dict:
     q = read_idx_images(FMNIST / "t10k-images-idx3-ubyte.gz", n)
     for v in q[:200]:
         idx.search(v, k, threads=1)
-    t0, c0 = time.perf_counter(), time.process_time()
-    got = [idx.search(v, k, threads=1)[0][0] for v in q]
-    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    best = None
+    for _ in range(3):  # best of 3, like the served figures
+        t0, c0 = time.perf_counter(), time.process_time()
+        got = [idx.search(v, k, threads=1)[0][0] for v in q]
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if best is None or secs < best[0]:
+            best = (secs, cpu)
+    secs, cpu = best
     x = read_idx_images(FMNIST / "train-images-idx3-ubyte.gz", 60_000)
     flat = faiss.IndexFlatL2(x.shape[1])
     flat.add(x)
@@ -161,23 +166,32 @@ def _load(port: int, args, concurrency: str, name: str, requests: int | None = N
     spent per request (machine noise inflates wall-clock figures far more than CPU time)."""
     levels, last = [], None
     for c in concurrency.split(","):
-        out = ROOT / "bench" / "cache" / f"service-load-{name}-c{c}.json"
-        lt = [sys.executable, str(ROOT / "service" / "loadtest.py"), "--url", f"http://127.0.0.1:{port}",
-              "--index", "fmnist-hnsw", "--key", KEY, "--fashion-mnist", str(FMNIST), "--concurrency", c,
-              "--requests", str(requests or args.requests), "--duration", str(duration or args.duration),
-              "--client", args.client, "--json", str(out)]
-        s0 = _tree_cpu(server_pid) if server_pid else None
-        subprocess.run(lt, check=False)
-        s1 = _tree_cpu(server_pid) if server_pid else None
-        last = json.loads(out.read_text())
-        lv = last["levels"][0]
-        n = max(lv["requests"] + args_warmup(args) + 1, 1)  # + warm-up requests + GET /v1/indexes/{name}
-        if server_pid:
-            lv["server_cpu_ms_per_request"] = round((s1 - s0) / n * 1e3, 3)
-            lv["projected_rps_on_2_idle_cores"] = round(2000.0 / (lv["server_cpu_ms_per_request"]
-                                                                  + lv["client_cpu_ms_per_request"]), 0)
-        lv["load_average_1m"] = round(os.getloadavg()[0], 2)
-        levels.append(lv)
+        tries = []
+        for rep in range(max(1, getattr(args, "repeats", 1))):
+            out = ROOT / "bench" / "cache" / f"service-load-{name}-c{c}-{rep}.json"
+            lt = [sys.executable, str(ROOT / "service" / "loadtest.py"), "--url", f"http://127.0.0.1:{port}",
+                  "--index", "fmnist-hnsw", "--key", KEY, "--fashion-mnist", str(FMNIST), "--concurrency", c,
+                  "--requests", str(requests or args.requests), "--duration", str(duration or args.duration),
+                  "--client", args.client, "--json", str(out)]
+            s0 = _tree_cpu(server_pid) if server_pid else None
+            subprocess.run(lt, check=False)
+            s1 = _tree_cpu(server_pid) if server_pid else None
+            last = json.loads(out.read_text())
+            lv = last["levels"][0]
+            n = max(lv["requests"] + args_warmup(args) + 1, 1)  # + warm-up requests + GET /v1/indexes/{name}
+            if server_pid:
+                lv["server_cpu_ms_per_request"] = round((s1 - s0) / n * 1e3, 3)
+                lv["projected_rps_on_2_idle_cores"] = round(2000.0 / (lv["server_cpu_ms_per_request"]
+                                                                      + lv["client_cpu_ms_per_request"]), 0)
+            lv["load_average_1m"] = round(os.getloadavg()[0], 2)
+            tries.append(lv)
+        # best of the repeats (highest throughput), as ANN-Benchmarks keeps the best run: on a shared machine
+        # the other runs measure the neighbours' load as much as the server
+        best = dict(max(tries, key=lambda t: t["throughput_rps"]))
+        best["repeats"] = [{k: t[k] for k in ("throughput_rps", "p50_ms", "p99_ms", "errors", "load_average_1m")}
+                           for t in tries]
+        best["errors"] = sum(t["errors"] for t in tries)
+        levels.append(best)
     last["levels"] = levels
     return last
 
@@ -212,6 +226,7 @@ def reads_during_writes(model_dir: Path, args, every_s: float = 0.5) -> dict:
     port = 18010
     server = _start(copy, 1, port, {"ANNREC_PERSIST": "async", "ANNREC_SAVE_DELAY_S": "5"})
     try:
+        args = argparse.Namespace(**{**vars(args), "repeats": 1})  # one run each: a best-of would hide the stalls
         base = _load(port, args, "8", "rw-base", duration=8)["levels"][0]
         stop = threading.Event()
         lat: list[float] = []
@@ -256,8 +271,9 @@ def main() -> int:
     p.add_argument("--workers", default="1,2")
     p.add_argument("--concurrency", default="1,8,16,32")
     p.add_argument("--requests", type=int, default=8000)
-    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--duration", type=float, default=6.0)
     p.add_argument("--client", choices=("httpx", "raw"), default="raw")
+    p.add_argument("--repeats", type=int, default=3, help="runs per level; the best is reported, all are kept")
     p.add_argument("--in-process-queries", type=int, default=2000)
     p.add_argument("--writes", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure search latency while upserts run")

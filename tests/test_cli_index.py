@@ -110,7 +110,8 @@ def test_query_params_per_backend(emb_dir, hnsw_dir, tmp_path):
     assert "'ef': 200" in " ".join(res.output.split())
 
 
-@pytest.mark.parametrize("text, expected", [("M=16", ("M", 16)), ("factory=IVF{nlist},Flat", ("factory", "IVF{nlist},Flat")),
+@pytest.mark.parametrize("text, expected", [("M=16", ("M", 16)),
+                                            ("factory=IVF{nlist},Flat", ("factory", "IVF{nlist},Flat")),
                                             ("gpu=false", ("gpu", False)), ("nlist=auto", ("nlist", "auto")),
                                             ("x=0.5", ("x", 0.5)), (" ef = 32 ", ("ef", 32))])
 def test_parse_param(text, expected):

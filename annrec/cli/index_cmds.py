@@ -209,7 +209,8 @@ def _load_query_vectors(vector: str | None, vectors: Path | None):
         try:
             v = np.asarray([float(x) for x in vector.replace(" ", ",").split(",") if x.strip()], dtype=np.float32)
         except ValueError:
-            raise InputError(f"--vector must be comma-separated numbers such as '0.1,0.2,0.3'; got {vector!r}") from None
+            raise InputError(f"--vector must be comma-separated numbers such as '0.1,0.2,0.3'; "
+                             f"got {vector!r}") from None
         if v.size == 0:
             raise InputError("--vector is empty: give comma-separated numbers")
         return v[None, :]
@@ -235,9 +236,11 @@ def index_query(
     k: int = typer.Option(10, "-k", "--k", help="Results per query."),
     ef: int | None = typer.Option(None, "--ef", help="efSearch (HNSW: hnswlib or FAISS)."),
     nprobe: int | None = typer.Option(None, "--nprobe", help="IVF lists probed (FAISS IVF)."),
-    include_self: bool = typer.Option(False, "--include-self", help="With --item, keep the item itself in the results."),
+    include_self: bool = typer.Option(False, "--include-self", help="With --item, keep the item itself in the "
+                                      "results."),
     show: int = typer.Option(3, "--show", help="With --vectors, print the results of the first N queries."),
-    threads: int | None = typer.Option(None, "--threads", help="Threads for a batch of --vectors (default: all cores)."),
+    threads: int | None = typer.Option(None, "--threads", help="Threads for a batch of --vectors (default: all "
+                                       "cores)."),
     json_path: Path | None = json_option(),
 ) -> None:
     """Nearest items of an item, a vector or a batch of vectors (.npy), through an index folder."""
@@ -270,7 +273,8 @@ def index_query(
     for row in range(n_show):
         keep = [j for j, i in enumerate(ids[row].tolist()) if i is not None and not (isinstance(i, int) and i < 0)]
         if item is not None:
-            title = item_label(index.items.get(index._coerce(item)))[0]
+            meta = index.items.get(item) or (index.items.get(int(item)) if item.strip().isdigit() else None)
+            title = item_label(meta)[0]
             head = f"{len(keep)} nearest to item {item}" + (f" ({title})" if title else "")
         else:
             head = f"query {row}: {len(keep)} nearest"

@@ -88,7 +88,8 @@ def _rows(recs, predicted: list[float] | None = None) -> list[dict[str, Any]]:
 @app.command("recommend")
 def recommend(
     user_id: str = typer.Argument(..., help="External user id (e.g. a MovieLens userId)."),
-    model: Path = typer.Option(..., "--model", help="Embeddings folder with user vectors (e.g. from `annrec train mf`)."),
+    model: Path = typer.Option(..., "--model", help="Embeddings folder with user vectors (e.g. from "
+                               "`annrec train mf`)."),
     index_dir: Path | None = typer.Option(None, "--index", help="Index folder built from --model (default: exact "
                                           "search)."),
     k: int = typer.Option(10, "-k", "--k", help="Number of recommendations."),

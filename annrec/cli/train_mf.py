@@ -199,7 +199,7 @@ def train_mf(
     out: Path = typer.Option(..., "--out", help="Embeddings folder to write (replaced atomically)."),
     json_path: Path | None = json_option(),
 ) -> None:
-    """Train biased matrix factorisation on explicit ratings; write item [q_i, b_i] / user [p_u, 1] vectors (MIPS)."""
+    """Train biased matrix factorisation on explicit ratings; write item (q_i, b_i) and user (p_u, 1) vectors (MIPS)."""
     from annrec.train.mf import MatrixFactorization
 
     t0 = time.perf_counter()
