@@ -11,7 +11,6 @@ the backend wrapper, the label -> external id mapping). Prints a table and write
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,8 +68,9 @@ def test_definitions_file_errors(tmp_path):
 
 
 def test_shipped_definitions_are_valid():
-    for f in ("bench/algos.yaml", "bench/fashion-mnist.yaml", "bench/rec.yaml"):
-        assert load_definitions(f)
+    root = Path(__file__).resolve().parents[1] / "bench"
+    for f in ("algos.yaml", "fashion-mnist.yaml", "rec.yaml"):
+        assert load_definitions(root / f)
 
 
 # ------------------------------------------------------------------ runner

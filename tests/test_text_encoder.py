@@ -27,8 +27,8 @@ def test_resolves_default_name_to_installed_package(minilm_path):
     assert resolve_model(minilm_path).source == "path"
 
 
-def _no_network(monkeypatch, tmp_path):
-    """Empty Hugging Face cache and every TCP connection refused."""
+def _no_network(monkeypatch, tmp_path) -> list:
+    """Empty Hugging Face cache and every TCP connection refused; returns the list of attempts."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     from huggingface_hub import constants
@@ -36,11 +36,15 @@ def _no_network(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setattr(constants, "HUGGINGFACE_HUB_CACHE", str(tmp_path / "hf" / "hub"), raising=False)
 
+    attempts = []
+
     def refuse(*a, **k):
+        attempts.append(a)
         raise OSError("network disabled by the test")
 
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
 
 
 @pytest.mark.parametrize("offline_env", [True, False])
@@ -72,11 +76,12 @@ def test_missing_local_path_and_non_model_folder(tmp_path):
 
 
 def test_local_model_loads_without_network(monkeypatch, tmp_path, minilm_path):
-    _no_network(monkeypatch, tmp_path)
+    attempts = _no_network(monkeypatch, tmp_path)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(textmod, "_MODEL_CACHE", {})  # force a real load
     enc = TextEncoder("all-MiniLM-L6-v2", device="cpu", use_cache=False)
     assert enc.encode(["hello"]).shape == (1, 384)
+    assert attempts == []  # not even tried
     import os
 
     assert "HF_HUB_OFFLINE" not in os.environ  # set only while loading

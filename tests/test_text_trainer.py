@@ -149,7 +149,10 @@ def test_query_encoder_refuses_another_model(fitted):
 @pytest.mark.slow
 def test_real_movielens_items(minilm_path, tmp_path, monkeypatch):
     """ml-latest-small through annrec.data.load_movielens: ids are movieIds, texts come from the real tags."""
-    monkeypatch.setenv("ANNREC_DATA_DIR", "/work/shared/datasets")
+    import os
+
+    if not os.environ.get("ANNREC_DATA_DIR"):
+        monkeypatch.setenv("ANNREC_DATA_DIR", "/work/shared/datasets")
     from annrec.data import load_movielens
 
     try:

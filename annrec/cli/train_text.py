@@ -146,4 +146,4 @@ def train_text(
                                   "model": enc["model"], "fields": list(trainer.fields), **figures})
 
 
-__all__ = ["train_text", "read_items_file", "genre_classification", "DataError", "InputError"]
+__all__ = ["train_text", "read_items_file", "genre_classification"]
