@@ -90,17 +90,23 @@ def markdown_table(records: Iterable[dict], *, mode: str = "single", recall_key:
     best_recall = {lab: max(r[recall_key] for r in ok_runs(records, mode) if r["label"] == lab) for lab in labels}
     lines = [f"| recall ≥ | algorithm | QPS ({mode}) | recall | parameters | build (s) | disk (MB) | memory (MB) |",
              "|---|---|---:|---:|---|---:|---:|---:|"]
+    rss_used = False
     for t in thresholds:
         reached = [r for r in rows if r["threshold"] == t]
         for r in reached:
             bt = r["build_time_s"]
+            rss = r["record"].get("index_memory_source") == "rss"
+            rss_used |= rss
             lines.append(f"| {t:.2f} | {r['label']} | {r['qps']:,.0f} | {r['recall']:.4f} | {r['params']} | "
                          f"{'—' if bt is None else f'{bt:,.1f}'} | {_mb(r['index_disk_bytes'])} | "
-                         f"{_mb(r['index_memory_bytes'])} |")
+                         f"{_mb(r['index_memory_bytes'])}{' *' if rss else ''} |")
         missing = [lab for lab in labels if lab not in {r["label"] for r in reached}]
         if missing:
             lines.append(f"| {t:.2f} | not reached: " + ", ".join(f"{lab} (max {best_recall[lab]:.3f})"
                                                             for lab in missing) + " | | | | | | |")
+    if rss_used:
+        lines.append("\n\\* memory measured as the growth of the process' resident set during the build (the "
+                     "library gives no estimate of its own)")
     return "\n".join(lines)
 
 

@@ -104,6 +104,8 @@ def train_text(
     json_path: Path | None = json_option(),
 ) -> None:
     """Encode item text (title, genres, tags...) into cosine item vectors with a sentence-transformers model."""
+    from rich.markup import escape
+
     from annrec.train.text import TextTrainer, resolve_model
 
     resolve_model(model)  # fail on an unknown model before loading any data
@@ -134,8 +136,8 @@ def train_text(
         emb.manifest["figures"] = figures
     emb.save(out)
     enc = emb.manifest["encoder"]
-    console.print(f"[bold]text[/] {figures['n_items']} items -> {out} (dim {emb.dim}, metric cosine, model "
-                  f"{enc['model']} [{enc['model_source']}])")
+    console.print(f"[bold]text[/] {figures['n_items']} items -> {escape(str(out))} (dim {emb.dim}, metric cosine, "
+                  f"model {escape(enc['model'])}, found as {enc['model_source']})")
     console.print(f"encoded {figures['n_encoded']}, from cache {figures['n_cached']}, skipped empty "
                   f"{figures['n_skipped_empty']}, {figures['encode_seconds']} s ({figures['texts_per_second']} texts/s)")
     gc = figures.get("genre_classification")

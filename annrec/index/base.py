@@ -67,6 +67,8 @@ class Index(ABC):
     file_name: ClassVar[str]
     #: query-time parameters this backend understands (e.g. ``ef``; ``nprobe``, ``efSearch``).
     query_param_names: ClassVar[tuple[str, ...]]
+    #: True when the backend itself never returns deleted labels (hnswlib's mark_deleted)
+    native_deletes: ClassVar[bool] = False
 
     def __init__(self, dim: int, metric: str, **params: Any) -> None:
         if not isinstance(dim, (int, np.integer)) or dim <= 0:
@@ -81,7 +83,7 @@ class Index(ABC):
         self._label: dict[Any, int] = {}                        # live external id -> label
         self._deleted = np.zeros(0, dtype=bool)
         self._n_deleted = 0
-        self._vectors = np.empty((0, self.dim), dtype=np.float32)
+        self._vec_buf = np.empty((0, self.dim), dtype=np.float32)  # capacity >= number of labels
         self._write_lock = threading.Lock()
         self.build_seconds: float | None = None
 
@@ -129,9 +131,23 @@ class Index(ABC):
                             dtype=self._ext.dtype if self._ext.dtype.kind in "iu" else object)
         self._ext_padded = np.concatenate([self._ext, sentinel])
         self._deleted = np.concatenate([self._deleted, np.zeros(len(x), dtype=bool)])
-        self._vectors = np.concatenate([self._vectors, x]) if len(self._vectors) else x.copy()
+        self._store_vectors(start, x)
         for e, lab in zip(ext.tolist(), labels.tolist()):
             self._label[e] = lab
+
+    @property
+    def _vectors(self) -> np.ndarray:
+        """The stored vectors of every label, float32 ``(n_labels, dim)`` (a view of the buffer)."""
+        return self._vec_buf[:len(self._ext)]
+
+    def _store_vectors(self, start: int, x: np.ndarray) -> None:
+        need = start + len(x)
+        if need > len(self._vec_buf):
+            # grow geometrically so a stream of small upserts does not copy every vector each time
+            grown = np.empty((max(need, int(len(self._vec_buf) * 1.5)), self.dim), dtype=np.float32)
+            grown[:start] = self._vec_buf[:start]
+            self._vec_buf = grown
+        self._vec_buf[start:need] = x
 
     # ------------------------------------------------------------------ updates
     def add(self, vectors, ids, items: dict[Any, dict] | None = None) -> None:
@@ -260,7 +276,7 @@ class Index(ABC):
         if self.metric == "cosine":
             q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)
         mask = None
-        if allowed_ids is not None or denied_ids is not None or self._n_deleted:
+        if allowed_ids is not None or denied_ids is not None or (self._n_deleted and not self.native_deletes):
             mask = self._allow_mask(allowed_ids, denied_ids)
             n_allowed = int(mask.sum())
             if n_allowed == 0:
@@ -362,7 +378,7 @@ class Index(ABC):
                 if live:
                     normalize_ids(live)  # live ids are unique
                 index._ext = np.asarray(ext, dtype=np.int64 if kinds.dtype.kind in "iu" else object)
-            index._vectors = np.load(path / "vectors.npy")
+            index._vec_buf = np.load(path / "vectors.npy")
             if len(index._deleted) != len(index._ext) or len(index._vectors) != len(index._ext):
                 raise ArtifactError(f"{path}: ids, deletion marks and vectors disagree in length; rebuild the index")
             index._backend_load(path / index.file_name, len(index._ext))

@@ -33,6 +33,7 @@ class HnswIndex(Index):
     backend = "hnswlib"
     file_name = "index.hnsw"
     query_param_names = ("ef",)
+    native_deletes = True
 
     def __init__(self, dim: int, metric: str, **params: Any) -> None:
         unknown = set(params) - set(_BUILD_PARAMS)
