@@ -167,7 +167,12 @@ def plot_cmd(
             target = out.with_name(f"{out.stem}-{m}{out.suffix or '.png'}")
         else:
             target = out
-        written.append(str(plot(recs, target, mode=m, recall_key=recall)))
+        title = None
+        first = next((r for r in recs if r.get("status") == "ok"), {})
+        if "embeddings" in first:  # `annrec bench rec` results
+            title = (f"{first.get('dataset')} recommendations ({first.get('trainer')}, k={first.get('count')}): "
+                     f"{recall} vs QPS")
+        written.append(str(plot(recs, target, mode=m, recall_key=recall, title=title)))
         console.print(f"wrote {target}")
     if not written:
         from annrec.errors import InputError

@@ -25,6 +25,7 @@ Written with :func:`annrec._io.atomic_dir`: a crash during ``save`` leaves the p
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -75,6 +76,8 @@ class Index(ABC):
             raise InputError(f"dim must be a positive integer; got {dim!r}")
         self.dim = int(dim)
         self.metric = check_metric(metric)
+        self._fast_ok = self.metric != "cosine"  # cosine queries need normalising first
+        self._identity_ids = False  # external ids == labels (0..n-1 ints): results need no mapping
         self.params: dict[str, Any] = dict(params)
         self.items: dict[Any, dict] = {}
         self.source: dict[str, Any] = {}
@@ -130,6 +133,8 @@ class Index(ABC):
         sentinel = np.array([-1] if self._ext.dtype.kind in "iu" else [None],
                             dtype=self._ext.dtype if self._ext.dtype.kind in "iu" else object)
         self._ext_padded = np.concatenate([self._ext, sentinel])
+        self._identity_ids = self._ext.dtype.kind in "iu" and bool(
+            (self._ext == np.arange(len(self._ext))).all())
         self._deleted = np.concatenate([self._deleted, np.zeros(len(x), dtype=bool)])
         self._store_vectors(start, x)
         for e, lab in zip(ext.tolist(), labels.tolist()):
@@ -269,6 +274,17 @@ class Index(ABC):
         """
         if type(queries) is np.ndarray and queries.ndim == 1:
             queries = queries[None, :]
+        # Fast path (the benchmark and serving hot loop): float32 C-contiguous queries, no filters, no
+        # per-call parameters. Same checks as below, fewer Python layers (~5 us saved per call).
+        if (params is None and allowed_ids is None and denied_ids is None and self._fast_ok
+                and type(queries) is np.ndarray and queries.dtype == np.float32 and queries.ndim == 2
+                and queries.shape[1] == self.dim and queries.shape[0] and queries.flags.c_contiguous
+                and type(k) is int and 0 < k <= len(self._label)
+                and not (self._n_deleted and not self.native_deletes)):
+            flat = queries.reshape(-1)
+            if math.isfinite(flat.dot(flat)):  # NaN/Inf anywhere (or overflow) -> the checked path below
+                labels, scores = self._backend_search(queries, k, None, None, threads)
+                return (labels if self._identity_ids else self._ext_padded[labels]), scores
         q = as_matrix(queries, dim=self.dim, name="queries")
         k = check_k(k, limit=len(self._label))
         if params:
@@ -392,6 +408,7 @@ class Index(ABC):
         int_ids = index._ext.dtype.kind in "iu"
         index._ext_padded = np.concatenate([index._ext, np.array([-1] if int_ids else [None],
                                                                   dtype=index._ext.dtype if int_ids else object)])
+        index._identity_ids = int_ids and bool((index._ext == np.arange(len(index._ext))).all())
         index._label = {e: i for i, (e, d) in enumerate(zip(index._ext.tolist(), index._deleted.tolist())) if not d}
         if (path / "items.json").exists():
             raw = json.loads((path / "items.json").read_text())

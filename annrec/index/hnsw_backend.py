@@ -79,8 +79,8 @@ class HnswIndex(Index):
         filt = None
         if mask is not None:
             filt = mask.__getitem__  # hnswlib calls it with each candidate label
-        nthreads = -1 if threads is None else int(threads)
-        ef = (params or {}).get("ef")
+        nthreads = -1 if threads is None else threads
+        ef = params.get("ef") if params else None
         if ef is not None and int(ef) != self._index.ef:
             with self._ef_lock:
                 self._index.set_ef(int(ef))
