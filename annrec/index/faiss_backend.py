@@ -180,7 +180,11 @@ class FaissIndex(Index):
         return sp
 
     def _backend_search(self, q, k, params, mask, threads):
-        _set_threads(threads)
+        if threads != _current_threads:
+            _set_threads(threads)
+        if params is None and mask is None:  # hot path
+            scores, labels = (self._index if self._gpu_index is None else self._gpu_index).search(q, k)
+            return labels, scores
         selector = bitmap = None
         if mask is not None:
             bitmap = np.packbits(mask, bitorder="little")
@@ -231,6 +235,8 @@ def _set_threads(threads: int | None) -> None:
     """Set FAISS's OpenMP thread count for this search (``None``: all cores), only when it changes."""
     global _current_threads
     want = _ALL_THREADS if threads is None else int(threads)
+    if threads is None and _current_threads == _ALL_THREADS:
+        return
     if want != _current_threads:
         faiss.omp_set_num_threads(want)
         _current_threads = want

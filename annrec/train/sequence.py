@@ -421,7 +421,8 @@ def masked_loss(net, x, r, y, loss: str = "full", neg_items=None, neg_logq=None,
         lse = torch.logsumexp(torch.cat([pos_logit[:, :, None],
                                          neg_logit[:, None, :].expand(-1, yc.shape[1], -1)], dim=-1), dim=-1)
         ll = pos_logit - lse
-    return -((ll * mp).sum(1) / mp.sum(1)).mean()
+    ll = torch.where(mp, ll, torch.zeros((), dtype=ll.dtype, device=ll.device))   # no -inf * 0 = nan
+    return -(ll.sum(1) / mp.sum(1)).mean()
 
 
 def seen_pairs(hist: _Histories, users: np.ndarray, ends: np.ndarray, x: np.ndarray, y: np.ndarray,
