@@ -76,6 +76,14 @@ class HnswIndex(Index):
             self._index.set_ef(int(params["ef"]))
 
     def _backend_search(self, q, k, params, mask, threads):
+        if mask is None and params is None:  # hot path: positional call, no filter, no ef change
+            try:
+                labels, dist = self._index.knn_query(q, k, -1 if threads is None else threads)
+            except RuntimeError:
+                labels, dist = self._query(q, k, -1 if threads is None else threads, None)
+            if self._space == "ip":
+                np.subtract(1.0, dist, out=dist)
+            return labels.view(np.int64), dist
         filt = None
         if mask is not None:
             filt = mask.__getitem__  # hnswlib calls it with each candidate label
