@@ -10,42 +10,61 @@ import typer
 
 from annrec.cli.apps import app, console, json_option, train_app, write_json_report
 from annrec.errors import InputError
+from annrec.train.sequence import SequenceConfig, SequenceTrainer
+
+
+_D = SequenceConfig()  # the CLI defaults are the trainer's defaults
 
 
 @train_app.command("sequence")
 def train_sequence(
     dataset: str = typer.Option("ml-latest-small", "--dataset", help="MovieLens data set to train on."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder holding <dataset>/ (else $ANNREC_DATA_DIR)."),
-    cell: str = typer.Option("gru", "--cell", help="Recurrent cell: gru or lstm."),
-    layers: int = typer.Option(1, "--layers", help="Stacked RNN layers."),
-    units: int = typer.Option(128, "--units", help="Hidden units (query/item vectors have units + 1 dimensions)."),
-    item_dim: int = typer.Option(64, "--item-dim", help="Item embedding size."),
-    dropout: float = typer.Option(0.2, "--dropout", help="Dropout on embeddings, between layers, before the output."),
-    attention: bool = typer.Option(False, "--attention/--no-attention", help="Causal self-attention over the RNN "
-                                   "outputs."),
-    recency: bool = typer.Option(True, "--recency/--no-recency", help="Recency-bucket embedding of each event."),
-    n_buckets: int = typer.Option(100, "--buckets", help="Recency buckets (days before the last event)."),
-    bucket_scheme: str = typer.Option("log", "--bucket-scheme", help="Recency bin edges: log or quantile."),
-    max_len: int = typer.Option(20, "--max-len", help="Events per input window (front-padded)."),
-    horizon: int = typer.Option(20, "--horizon", help="Future items each position learns to predict "
-                                "(1 = classic next item)."),
-    stride: int = typer.Option(1, "--stride", help="A training window ends every STRIDE events of a history."),
-    train_last: int = typer.Option(1, "--train-last", help="Loss on the last N positions of each window "
+    cell: str = typer.Option(_D.cell, "--cell", help="Recurrent cell: gru or lstm."),
+    layers: int = typer.Option(_D.layers, "--layers", help="Stacked RNN layers."),
+    units: int = typer.Option(_D.units, "--units", help="Hidden units (query/item vectors have units + 1 dimensions)."),
+    item_dim: int = typer.Option(_D.item_dim, "--item-dim", help="Item embedding size."),
+    dropout: float = typer.Option(_D.dropout, "--dropout", help="Dropout on embeddings, between layers, before the "
+                                  "output layer."),
+    attention: bool = typer.Option(_D.attention, "--attention/--no-attention", help="Causal self-attention over the "
+                                   "RNN outputs."),
+    heads: int = typer.Option(_D.heads, "--heads", help="Attention heads (units must be divisible by it)."),
+    recency: bool = typer.Option(_D.recency, "--recency/--no-recency", help="Recency-bucket embedding of each event."),
+    n_buckets: int = typer.Option(_D.n_buckets, "--buckets", help="Recency buckets (days before the last event)."),
+    bucket_scheme: str = typer.Option(_D.bucket_scheme, "--bucket-scheme", help="Recency bin edges: log or quantile."),
+    max_len: int = typer.Option(_D.max_len, "--max-len", help="Events per input window (front-padded)."),
+    horizon: int = typer.Option(_D.horizon, "--horizon", help="At least this many future items are each cut "
+                                "point's targets (1 = the next item)."),
+    horizon_fraction: float = typer.Option(_D.horizon_fraction, "--horizon-fraction", help="...and this share of "
+                                           "the history so far (0.25 = the top-N protocol's 20% future; 0 = off)."),
+    max_horizon: int = typer.Option(_D.max_horizon, "--max-horizon", help="At most this many targets per cut point "
+                                    "(0 = no limit)."),
+    mask_seen: bool = typer.Option(_D.mask_seen, "--mask-seen/--no-mask-seen", help="Leave the user's earlier items "
+                                   "out of the softmax (full softmax only)."),
+    stride: int = typer.Option(_D.stride, "--stride", help="A training window ends every STRIDE events of a history."),
+    train_last: int = typer.Option(_D.train_last, "--train-last", help="Loss on the last N positions of each window "
                                    "(0 = all)."),
-    loss: str = typer.Option("full", "--loss", help="full (softmax over all items) or sampled (sampled softmax)."),
-    negatives: int = typer.Option(1024, "--negatives", help="Negatives per batch for --loss sampled."),
-    lr: float = typer.Option(2e-3, "--lr", help="AdamW learning rate."),
-    weight_decay: float = typer.Option(1e-2, "--weight-decay", help="AdamW weight decay."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Windows per batch."),
-    epochs: int = typer.Option(20, "--epochs", help="Maximum epochs (early stopping picks the best)."),
-    patience: int = typer.Option(2, "--patience", help="Epochs without a better validation Recall@10 before stopping."),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Per-user share of the latest training events "
-                                       "held out for early stopping (0 = none)."),
-    refit: bool = typer.Option(True, "--refit/--no-refit", help="Retrain on all training events for the best "
+    max_windows_per_user: int = typer.Option(_D.max_windows_per_user, "--max-windows-per-user", help="Draw at most "
+                                             "this many windows of each user per epoch (0 = all)."),
+    loss: str = typer.Option(_D.loss, "--loss", help="full (softmax over all items) or sampled (sampled softmax)."),
+    negatives: int = typer.Option(_D.n_negatives, "--negatives", help="Negatives per batch for --loss sampled."),
+    lr: float = typer.Option(_D.lr, "--lr", help="AdamW learning rate."),
+    lr_decay: float = typer.Option(_D.lr_decay, "--lr-decay", help="Multiply the learning rate by this after every "
+                                   "epoch (1 = constant)."),
+    weight_decay: float = typer.Option(_D.weight_decay, "--weight-decay", help="AdamW weight decay."),
+    batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Windows per batch."),
+    epochs: int = typer.Option(_D.epochs, "--epochs", help="Maximum epochs (early stopping picks the best)."),
+    patience: int = typer.Option(_D.patience, "--patience", help="Epochs without a better validation Recall@10 "
+                                 "before stopping."),
+    val_fraction: float = typer.Option(_D.val_fraction, "--val-fraction", help="Per-user share of the latest "
+                                       "training events held out for early stopping (0 = no early stopping)."),
+    val_split: str = typer.Option(_D.val_split, "--val-split", help="temporal (last val-fraction of each user) or "
+                                  "last (each user's last event)."),
+    refit: bool = typer.Option(_D.refit, "--refit/--no-refit", help="Retrain on all training events for the best "
                                "epoch count."),
-    seed: int = typer.Option(0, "--seed", help="Seed of initialisation and shuffling."),
+    seed: int = typer.Option(_D.seed, "--seed", help="Seed of initialisation and shuffling."),
     device: str | None = typer.Option(None, "--device", help="cuda / cpu (default: CUDA when available)."),
-    threads: int = typer.Option(1, "--threads", help="torch CPU threads."),
+    threads: int = typer.Option(_D.threads, "--threads", help="torch CPU threads (1: fastest on a busy 2-core machine)."),
     evaluate: bool = typer.Option(False, "--eval/--no-eval", help="Train on the training half of the top-N "
                                   "protocol's per-user temporal split (80/20) and report Recall@10, NDCG@10, ... "
                                   "on the test half (the artifact is then the 80% model)."),
@@ -55,18 +74,21 @@ def train_sequence(
 ) -> None:
     """Train the RNN sequence recommender (item + recency embeddings, GRU/LSTM, optional attention).
 
-    The artifact (metric ip) holds item vectors [w_i, b_i] and the encoder that turns a sequence into a query
-    [h, 1]; index it with `annrec index build` and query it with `annrec recommend-next`.
+    The artifact (metric ip) holds the item vectors (output-layer row and bias of each item) and the encoder that
+    turns a sequence into a query (final hidden state and a constant 1); index it with `annrec index build` and
+    query it with `annrec recommend-next`.
     """
     from annrec.data import load_movielens, temporal_user_split
-    from annrec.train.sequence import SequenceTrainer
 
     trainer = SequenceTrainer(cell=cell, layers=layers, units=units, item_dim=item_dim, dropout=dropout,
-                              attention=attention, recency=recency, n_buckets=n_buckets, bucket_scheme=bucket_scheme,
-                              max_len=max_len, horizon=horizon, stride=stride, train_last=train_last, loss=loss,
-                              n_negatives=negatives, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                              epochs=epochs, patience=patience, val_fraction=val_fraction, refit=refit, seed=seed,
-                              device=device, threads=threads, progress=progress)
+                              attention=attention, heads=heads, recency=recency, n_buckets=n_buckets,
+                              bucket_scheme=bucket_scheme, max_len=max_len, horizon=horizon,
+                              horizon_fraction=horizon_fraction, max_horizon=max_horizon, mask_seen=mask_seen,
+                              stride=stride, train_last=train_last, max_windows_per_user=max_windows_per_user,
+                              loss=loss, n_negatives=negatives, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                              batch_size=batch_size, epochs=epochs, patience=patience, val_fraction=val_fraction,
+                              val_split=val_split, refit=refit, seed=seed, device=device, threads=threads,
+                              progress=progress)
     data = load_movielens(dataset, data_dir=os.fspath(data_dir) if data_dir else None)
     test = None
     if evaluate:

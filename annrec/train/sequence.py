@@ -8,14 +8,19 @@ into 100 bins); a GRU or LSTM (Cho et al. 2014 / Hochreiter & Schmidhuber 1997; 
 as in SASRec, Kang & McAuley 2018) looks back over the RNN outputs; a linear output layer with a bias
 scores the whole item catalogue.
 
-Training data are the *sliding windows* of each user's training history: a window is the ``max_len`` events
-before a cut point, padded at the front; its targets are the items that follow each position (the sequence
-shifted by one) — or, with ``horizon > 1``, the next ``horizon`` items ("predict all the items the user will
-take next", the dense all-action objective of PinnerFormer, Pancha et al. 2022), which matches the top-N
-protocol whose truth is a *set* of future items. The loss (full softmax cross-entropy by default, sampled
-softmax with log-Q correction as an option) is masked on padding and on targets past the end of the history.
-AdamW, early stopping on a per-user temporal validation split carved from the training data, then (by
-default) a refit on all training data for the best number of epochs.
+Training data are the *sliding windows* of each user's training history (ml-latest-small has only 610 users,
+so one window per user would be far too few): a window is the ``max_len`` events before a cut point, padded at
+the front. By default the loss sits on the window's last position and its targets are the items that follow
+the cut — at least ``horizon`` (1: the next item) and ``horizon_fraction`` (0.25) of the history so far, i.e.
+"predict all the items the user takes next" (the dense all-action objective of PinnerFormer, Pancha et al.
+2022), which matches the top-N protocol, whose truth is the *set* of the next 20% of a user's events (a quarter
+of the 80% input). Items already in the user's history are left out of the softmax (``mask_seen``), as the
+protocol leaves them out of the ranking. ``train_last=0`` puts the loss on every position instead (the classic
+"target = the sequence shifted by one"). The loss (full softmax cross-entropy by default, sampled softmax with
+log-Q correction as an option) is averaged over each position's targets, then over positions, and is masked
+on padding and on targets past the end of the history. AdamW, early stopping on a per-user temporal
+validation split carved from the training data, then (by default) a refit on all training data for the best
+number of epochs.
 
 Serving is maximum inner product search: the item vectors are the output layer's rows with their bias
 appended, ``[w_i, b_i]``; the query vector of a sequence is its final hidden state with a constant 1
@@ -78,14 +83,17 @@ class SequenceConfig:
     of each window (``0``: all positions, the classic "target = input shifted by one"), ``horizon`` future
     items per position as targets — at least ``horizon``, and ``horizon_fraction`` of the events so far (0.25
     mimics the top-N protocol, whose truth is the next 20% = a quarter of the 80% input), at most ``max_horizon``;
-    ``max_windows_per_user`` (> 0) draws at most that many windows of each user per epoch; ``mask_seen`` leaves the items already in the user's history out of the
-    softmax (as the top-N protocol leaves them out of the ranking; full softmax only).
+    ``max_windows_per_user`` (> 0) draws at most that many windows of each user per epoch; ``mask_seen``
+    leaves the items already in the user's history out of the softmax (as the top-N protocol leaves them out
+    of the ranking; full softmax only).
 
     Optimisation: ``loss`` ``"full"`` (softmax over the whole catalogue) or ``"sampled"`` (``n_negatives``
-    shared negatives drawn from the unigram^0.75 distribution, log-Q corrected), AdamW (``lr``,
-    ``weight_decay``), ``batch_size`` windows, at most ``epochs`` epochs, early stopping after ``patience``
-    epochs without a better validation Recall@10 on a per-user temporal split holding out ``val_fraction``
-    of each user's training events; ``refit`` retrains on all training events for the best epoch count.
+    shared negatives drawn from the unigram^0.75 distribution, log-Q corrected), AdamW (``lr`` multiplied by
+    ``lr_decay`` after every epoch, ``weight_decay``), ``batch_size`` windows, at most ``epochs`` epochs, early stopping after ``patience``
+    epochs without a better validation Recall@10 on a split of the training events: ``val_split``
+    ``"temporal"`` holds out the last ``val_fraction`` of each user's events (the top-N protocol), ``"last"``
+    each user's last event (leave-last-one); ``val_fraction`` 0 turns early stopping off. ``refit`` then
+    retrains on all training events for the best epoch count.
     ``seed`` fixes initialisation and shuffling; ``device`` ``None`` picks CUDA when present; ``threads`` is
     passed to ``torch.set_num_threads`` on CPU.
     """
@@ -104,19 +112,21 @@ class SequenceConfig:
     max_len: int = 20
     stride: int = 1
     train_last: int = 1
-    horizon: int = 20
-    horizon_fraction: float = 0.0
+    horizon: int = 1
+    horizon_fraction: float = 0.25
     max_horizon: int = 200
     max_windows_per_user: int = 0
-    mask_seen: bool = False
+    mask_seen: bool = True
     loss: str = "full"
     n_negatives: int = 1024
     lr: float = 2e-3
+    lr_decay: float = 1.0
     weight_decay: float = 1e-2
     batch_size: int = 256
     epochs: int = 20
     patience: int = 2
     val_fraction: float = 0.2
+    val_split: str = "temporal"
     refit: bool = True
     seed: int = 0
     device: str | None = None
@@ -150,8 +160,11 @@ class SequenceConfig:
             need(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0,
                  f"{name} must be an integer >= 0 (0 = no limit); got {v!r}")
         need(0.0 <= float(self.dropout) < 1.0, f"dropout must lie in [0, 1); got {self.dropout!r}")
+        need(self.val_split in ("temporal", "last"), f"val_split must be 'temporal' or 'last'; got "
+             f"{self.val_split!r}")
         need(self.loss in ("full", "sampled"), f"loss must be 'full' or 'sampled'; got {self.loss!r}")
         need(float(self.lr) > 0 and float(self.weight_decay) >= 0, "lr must be > 0 and weight_decay >= 0")
+        need(0.0 < float(self.lr_decay) <= 1.0, f"lr_decay must lie in (0, 1]; got {self.lr_decay!r}")
         need(isinstance(self.patience, (int, np.integer)) and self.patience >= 0,
              f"patience must be an integer >= 0; got {self.patience!r}")
         need(0.0 <= float(self.val_fraction) < 1.0, f"val_fraction must lie in [0, 1) (0 = no early stopping); "
@@ -507,9 +520,12 @@ class SequenceTrainer:
         self.edges = recency_bucket_edges(days, cfg.n_buckets, cfg.bucket_scheme) if cfg.recency else None
         t0 = time.perf_counter()
         if validation is None and cfg.val_fraction > 0:
-            from annrec.data import temporal_user_split
+            from annrec.data import leave_last_one, temporal_user_split
 
-            inner, validation = temporal_user_split(train, cfg.val_fraction)
+            if cfg.val_split == "last":
+                inner, validation = leave_last_one(train)
+            else:
+                inner, validation = temporal_user_split(train, cfg.val_fraction)
         else:
             inner = train
         if validation is not None:
@@ -612,6 +628,7 @@ class SequenceTrainer:
         n_bucket_ids = (len(self.edges) + 2) if self.edges is not None else 2
         self.net = _build_net(self.n_items, n_bucket_ids, cfg).to(self.device)
         opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
         hist = _Histories.from_interactions(inter)
         users, ends = build_windows(hist, cfg.max_len, cfg.stride)
         if len(users) == 0:
@@ -663,6 +680,7 @@ class SequenceTrainer:
                 if cfg.progress and (s // cfg.batch_size) % 20 == 0:
                     bar.set_postfix(loss=f"{total / count:.3f}")
             bar.close()
+            sched.step()
             row = {"epoch": epoch, "phase": "fit" if validation is not None else "refit",
                    "loss": total / max(count, 1), "seconds": round(time.perf_counter() - t0, 2)}
             if validation is not None:
