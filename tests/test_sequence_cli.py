@@ -54,10 +54,9 @@ def test_recommend_next_prints_titles(model_dir):
 
 
 def test_recommend_next_through_a_built_index_agrees_with_exact(model_dir, tmp_path):
-    from annrec.index import build_index
-
-    emb = Embeddings.load(model_dir)
-    build_index(emb.vectors, emb.ids, emb.metric, backend="hnswlib", M=16, ef_construction=200).save(tmp_path / "idx")
+    res = runner.invoke(app, ["index", "build", "--embeddings", str(model_dir), "--backend", "hnswlib",
+                              "--out", str(tmp_path / "idx")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
     outs = []
     for extra in ([], ["--index", str(tmp_path / "idx")]):
         res = runner.invoke(app, ["recommend-next", "110", "111", "--model", str(model_dir), "-k", "5",
@@ -117,3 +116,34 @@ def test_real_data_smoke(tmp_path):
     res = runner.invoke(app, ["recommend-next", "1", "260", "1196", "--model", str(tmp_path / "m"), "-k", "3"],
                         catch_exceptions=False)
     assert res.exit_code == 0 and len(res.output.strip().splitlines()) >= 3
+
+
+def test_http_api_serves_next_items_with_the_real_encoder(model_dir, tmp_path):
+    """`annrec index build` + POST /v1/recommendations/next (the service's registry finds our encoder)."""
+    pytest.importorskip("fastapi")
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from annrec.service import create_app, load_settings
+
+    models = tmp_path / "models"
+    shutil.copytree(model_dir, models / "seq")
+    res = runner.invoke(app, ["index", "build", "--embeddings", str(models / "seq"), "--backend", "hnswlib",
+                              "--out", str(models / "seq-hnsw")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    key = "read-key-0123456789"
+    api = create_app(load_settings(model_dir=models, read_key=key, admin_key="admin-key-0123456789"))
+    with TestClient(api) as c:
+        h = {"X-API-Key": key}
+        r = c.post("/v1/recommendations/next", json={"items": [105, 106, 107], "k": 3,
+                                                      "timestamps": [1500000000, 1500000060, 1500000120]}, headers=h)
+        assert r.status_code == 200, r.text
+        assert r.json()["hits"][0]["id"] == 108 and "warnings" not in r.json()
+        r = c.post("/v1/recommendations/next", json={"items": [105, 424242], "k": 3}, headers=h)
+        assert r.status_code == 200 and any("424242" in w for w in r.json()["warnings"])
+        r = c.post("/v1/recommendations/next", json={"items": [424242], "k": 3}, headers=h)
+        assert r.status_code == 404 and "424242" in r.json()["message"]
+        r = c.post("/v1/recommendations/next", json={"items": [105, 106], "timestamps": [1500000060, 1500000000]},
+                   headers=h)
+        assert r.status_code == 422 and "out of order" in r.json()["message"]
