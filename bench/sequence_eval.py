@@ -39,17 +39,24 @@ VARIANTS = {
 }
 
 
-def baselines(train, num_threads: int = 1) -> dict:
-    """popularity, item-kNN (cosine, implicit's CosineRecommender) and ALS (implicit, factors=32,
-    regularization=0.01, iterations=15), from annrec.train.als when present, else implicit directly."""
+def baselines(train, num_threads: int = 1, als_search: bool = True) -> dict:
+    """popularity, item-kNN (cosine, implicit's CosineRecommender), ALS (implicit, factors=32,
+    regularization=0.01, iterations=15: the trainers issue's default) and, with ``als_search``, ALS with the
+    hyper-parameters that ``annrec.train.als.search_als`` picks on the same validation split the sequence
+    model is tuned on (the fair comparison: both models tuned the same way)."""
     out = {"popularity": popularity_recommender(train)}
     try:
-        from annrec.train.als import ImplicitALS, ItemKNN
+        from annrec.train.als import ImplicitALS, ItemKNN, search_als
 
         out["item_knn"] = ItemKNN(num_threads=num_threads).fit(train).recommend_fn()
         out["als"] = ImplicitALS(factors=32, regularization=0.01, iterations=15, seed=0,
                                  num_threads=num_threads).fit(train).recommend_fn()
         out["_source"] = "annrec.train.als (ImplicitALS, ItemKNN K=20)"
+        if als_search:
+            found = search_als(train, {"seed": 0, "num_threads": num_threads})
+            out["als_searched"] = ImplicitALS(**found.best_params).fit(train).recommend_fn()
+            out["_als_searched_params"] = {k: found.best_params[k] for k in
+                                           ("factors", "regularization", "iterations", "alpha", "weighting")}
     except ImportError:  # fallback: the implicit library directly
         from implicit.als import AlternatingLeastSquares
 
@@ -68,29 +75,35 @@ def rounded(m: dict) -> dict:
     return {k: (int(v) if k == "users" else round(float(v), 4)) for k, v in m.items()}
 
 
-def run_protocol(name: str, train, test, variants: list[str], params: dict, k: int = 10) -> dict:
+def run_protocol(name: str, train, test, variants: list[str], params: dict, k: int = 10,
+                 variant_params: dict | None = None, baselines_too: bool = True, als_search: bool = True) -> dict:
     """Baselines and sequence variants fitted on ``train`` and scored on ``test`` (same split for all)."""
     from annrec.train.sequence import SequenceTrainer
 
     rows: dict = {}
-    base = baselines(train)
+    base = baselines(train, als_search=als_search) if baselines_too else {"_source": None}
     source = base.pop("_source")
+    als_params = base.pop("_als_searched_params", None)
     for bname, fn in base.items():
         t0 = time.perf_counter()
         rows[bname] = rounded(evaluate_topn(fn, train, test, k))
         rows[bname]["seconds"] = round(time.perf_counter() - t0, 1)
         print(f"[{name}] {bname}: {rows[bname]}", flush=True)
     for v in variants:
-        p = {**params, **VARIANTS[v]}
+        p = {**params, **VARIANTS[v], **(variant_params or {}).get(v, {})}
         t0 = time.perf_counter()
         trainer = SequenceTrainer(**p)
         emb = trainer.fit(train)
         secs = time.perf_counter() - t0
         rows[f"sequence:{v}"] = {**rounded(evaluate_topn(dot_recommender(emb.queries, emb.vectors), train, test, k)),
                                  "seconds": round(secs, 1), "best_epoch": trainer.result.best_epoch,
-                                 "best_val_recall@10": trainer.result.best_val_recall}
+                                 "best_val_recall@10": trainer.result.best_val_recall,
+                                 "params": {key: p[key] for key in sorted(p) if key != "progress"}}
         print(f"[{name}] sequence:{v}: {rows[f'sequence:{v}']}", flush=True)
-    return {"rows": rows, "baseline_source": source}
+    out = {"rows": rows, "baseline_source": source}
+    if als_params:
+        out["als_searched_params"] = als_params
+    return out
 
 
 def print_table(title: str, rows: dict, cols: list[str]) -> None:
@@ -102,6 +115,21 @@ def print_table(title: str, rows: dict, cols: list[str]) -> None:
                                        for c in cols) + " |")
 
 
+def merge_rows(report: dict, protocol: str, paths: list[str]) -> None:
+    """Add the rows of ``protocol`` from earlier ``--json`` reports (same data set and split) to ``report``."""
+    for path in paths:
+        with open(path) as f:
+            other = json.load(f)
+        if other.get("dataset") != report["dataset"]:
+            raise SystemExit(f"{path}: data set {other.get('dataset')!r} is not {report['dataset']!r}")
+        for name, row in other.get(protocol, {}).get("rows", {}).items():
+            report[protocol]["rows"].setdefault(name, row)
+        for key, value in other.get(protocol, {}).items():
+            if key != "rows":
+                report[protocol].setdefault(key, value)
+        report.setdefault("merged_from", []).append(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="ml-latest-small")
@@ -110,6 +138,14 @@ def main() -> None:
     ap.add_argument("--llo-variants", default="items+recency,items+recency next-item",
                     help="variants for leave-last-one (early stopping on each user's last training event)")
     ap.add_argument("--params", default="{}", help="JSON SequenceConfig overrides (default: the tuned defaults)")
+    ap.add_argument("--variant-params", default="{}", help="JSON {variant: overrides}, e.g. the epoch counts "
+                    "chosen on the validation split by bench/sequence_tune.py")
+    ap.add_argument("--no-baselines", action="store_true", help="only the sequence variants")
+    ap.add_argument("--no-als-search", action="store_true", help="skip the searched-ALS baseline (~1.5 min)")
+    ap.add_argument("--merge", nargs="*", default=[], help="earlier --json reports whose rows join this one's "
+                    "(variants trained in separate processes, e.g. one per core)")
+    ap.add_argument("--main", default=None, help="the variant whose Recall@10 is compared with ALS (chosen on the "
+                    "validation split; default: the best validation figure of this run)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     params = {"progress": False, **json.loads(args.params)}
@@ -118,21 +154,29 @@ def main() -> None:
     protocols = args.protocols.split(",")
     if "temporal" in protocols:
         train, test = temporal_user_split(ml, 0.2)
-        report["temporal"] = run_protocol("temporal", train, test, [v for v in args.variants.split(",") if v], params)
+        report["temporal"] = run_protocol("temporal", train, test, [v for v in args.variants.split(",") if v], params,
+                                          variant_params=json.loads(args.variant_params),
+                                          baselines_too=not args.no_baselines, als_search=not args.no_als_search)
+        merge_rows(report, "temporal", args.merge)
         rows = report["temporal"]["rows"]
         seq = {n: v for n, v in rows.items() if n.startswith("sequence:")}
-        if seq:  # the variant chosen on the validation split (never on the test figures)
-            chosen = max(seq, key=lambda n: seq[n]["best_val_recall@10"] or 0)
+        if seq:  # the main variant: --main (chosen on the validation split), else the best validation figure
+            chosen = f"sequence:{args.main}" if args.main else max(seq, key=lambda n: seq[n]["best_val_recall@10"] or 0)
             report["temporal"]["chosen_on_validation"] = chosen
-            report["temporal"]["recall_ratio_vs_als"] = round(seq[chosen]["recall@10"] / rows["als"]["recall@10"], 3)
+            for base, key in (("als", "recall_ratio_vs_als"), ("als_searched", "recall_ratio_vs_als_searched")):
+                if base in rows:
+                    report["temporal"][key] = round(seq[chosen]["recall@10"] / rows[base]["recall@10"], 3)
         print_table("temporal split (last 20% per user), k=10", report["temporal"]["rows"],
                     ["recall@10", "ndcg@10", "mrr", "map@10", "precision@10", "coverage@10", "seconds"])
         print(f"chosen on validation: {report['temporal'].get('chosen_on_validation')}; its Recall@10 / ALS "
-              f"Recall@10 = {report['temporal'].get('recall_ratio_vs_als')}")
+              f"Recall@10 = {report['temporal'].get('recall_ratio_vs_als')} (default ALS), "
+              f"{report['temporal'].get('recall_ratio_vs_als_searched')} (searched ALS)")
     if "llo" in protocols:
         train, test = leave_last_one(ml)
         report["llo"] = run_protocol("llo", train, test, [v for v in args.llo_variants.split(",") if v],
-                                     {**params, "val_split": "last"})
+                                     {**params, "val_split": "last"}, baselines_too=not args.no_baselines,
+                                     als_search=False)
+        merge_rows(report, "llo", args.merge)
         seq = {n: v for n, v in report["llo"]["rows"].items() if n.startswith("sequence:")}
         if seq:  # the variant chosen on the validation split (never on the test figures)
             report["llo"]["chosen_on_validation"] = max(seq, key=lambda n: seq[n]["best_val_recall@10"] or 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -10,22 +9,13 @@ from typing import Any
 import typer
 
 from annrec.cli.apps import console, json_option, train_app, write_json_report
+from annrec.cli.data_options import (DataDirOpt, DatasetOpt, ItemColOpt, RatingColOpt, RatingsOpt, TimestampColOpt,
+                                     UserColOpt, load_training_data)
 from annrec.errors import InputError
 
 FIT_ON = ("all", "train")
 
 
-def load_als_data(dataset: str, data_dir: Path | None, ratings: Path | None, user_col: str, item_col: str,
-                  rating_col: str | None, timestamp_col: str | None):
-    """The interactions to train on: a MovieLens set, or a CSV/TSV/Parquet file with named columns."""
-    if ratings is not None:
-        from annrec.data import load_interactions
-
-        return load_interactions(ratings, user_col=user_col, item_col=item_col, rating_col=rating_col,
-                                 timestamp_col=timestamp_col)
-    from annrec.data import load_movielens
-
-    return load_movielens(dataset, data_dir=os.fspath(data_dir) if data_dir else None)
 
 
 def print_topn_table(table: dict[str, dict[str, Any]], k: int, title: str) -> None:
@@ -101,16 +91,13 @@ def run_train_als(inter, params: dict[str, Any], *, search: bool = False, search
 
 @train_app.command("als")
 def train_als(
-    dataset: str = typer.Option("ml-latest-small", "--dataset", help="MovieLens data set to train on."),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder holding <dataset>/ (else $ANNREC_DATA_DIR)."),
-    ratings: Path | None = typer.Option(None, "--ratings", help="Train on this CSV/TSV/Parquet interaction log "
-                                        "instead of a MovieLens set."),
-    user_col: str = typer.Option("user_id", "--user-col", help="User id column of --ratings."),
-    item_col: str = typer.Option("item_id", "--item-col", help="Item id column of --ratings."),
-    rating_col: str | None = typer.Option(None, "--rating-col", help="Rating column of --ratings (default: "
-                                          "every event counts 1)."),
-    timestamp_col: str | None = typer.Option(None, "--timestamp-col", help="Timestamp column of --ratings "
-                                             "(default: file order is time order)."),
+    dataset: DatasetOpt = "ml-latest-small",
+    data_dir: DataDirOpt = None,
+    ratings: RatingsOpt = None,
+    user_col: UserColOpt = "user_id",
+    item_col: ItemColOpt = "item_id",
+    rating_col: RatingColOpt = None,
+    timestamp_col: TimestampColOpt = None,
     factors: int = typer.Option(32, "--factors", help="Latent dimension."),
     regularization: float = typer.Option(0.01, "--regularization", help="L2 regularisation lambda."),
     iterations: int = typer.Option(15, "--iterations", help="ALS sweeps."),
@@ -146,7 +133,7 @@ def train_als(
 
     ImplicitALS(**params)  # bad parameters fail before the data is loaded
     names = tuple(b.strip() for b in baselines.split(",") if b.strip())
-    inter = load_als_data(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col)
+    inter = load_training_data(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col)
     console.print(f"[bold]ALS[/] on {inter!r}")
     emb, report = run_train_als(inter, params, search=search, search_max_fits=search_max_fits,
                                 val_fraction=val_fraction, evaluate=evaluate, test_fraction=test_fraction, k=k,

@@ -12,7 +12,6 @@ item the user has rated.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ from typing import Any
 import typer
 
 from annrec.cli.apps import console, json_option, train_app, write_json_report
+from annrec.cli.data_options import (DataDirOpt, DatasetOpt, ItemColOpt, RatingColOpt, RatingsOpt, TimestampColOpt,
+                                     UserColOpt, load_training_data)
 from annrec.errors import InputError
 
 
@@ -31,18 +32,8 @@ def load_ratings(dataset: str, data_dir: Path | None, ratings: Path | None, user
         InputError: a ratings file without ``--rating-col``, or ratings that are all equal (implicit feedback).
         DataNotFoundError / DataError: from the loaders.
     """
-    if ratings is not None:
-        from annrec.data import load_interactions
-
-        if rating_col is None:
-            raise InputError("matrix factorisation learns explicit ratings: pass --rating-col with the rating "
-                             "column of --ratings (for implicit feedback use `annrec train als`)")
-        inter = load_interactions(ratings, user_col=user_col, item_col=item_col, rating_col=rating_col,
-                                  timestamp_col=timestamp_col)
-    else:
-        from annrec.data import load_movielens
-
-        inter = load_movielens(dataset, data_dir=os.fspath(data_dir) if data_dir else None)
+    inter = load_training_data(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col,
+                               need_rating="matrix factorisation")
     if inter.n_events and float(inter.rating.min()) == float(inter.rating.max()):
         raise InputError(f"every rating of {inter.name or 'the data'} is {float(inter.rating.min())}: matrix "
                          f"factorisation needs explicit ratings that vary (for implicit feedback use "
@@ -158,16 +149,13 @@ def print_topn_figures(fig: dict[str, Any], title: str = "top-N (temporal split)
 
 @train_app.command("mf")
 def train_mf(
-    dataset: str = typer.Option("ml-latest-small", "--dataset", help="MovieLens data set to train on."),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder holding <dataset>/ (else $ANNREC_DATA_DIR)."),
-    ratings: Path | None = typer.Option(None, "--ratings", help="Train on this CSV/TSV/Parquet rating log instead "
-                                        "of a MovieLens set."),
-    user_col: str = typer.Option("user_id", "--user-col", help="User id column of --ratings."),
-    item_col: str = typer.Option("item_id", "--item-col", help="Item id column of --ratings."),
-    rating_col: str | None = typer.Option(None, "--rating-col", help="Rating column of --ratings (required "
-                                          "with --ratings)."),
-    timestamp_col: str | None = typer.Option(None, "--timestamp-col", help="Timestamp column of --ratings "
-                                             "(needed only by --topn; default: file order)."),
+    dataset: DatasetOpt = "ml-latest-small",
+    data_dir: DataDirOpt = None,
+    ratings: RatingsOpt = None,
+    user_col: UserColOpt = "user_id",
+    item_col: ItemColOpt = "item_id",
+    rating_col: RatingColOpt = None,
+    timestamp_col: TimestampColOpt = None,
     dim: int = typer.Option(64, "--dim", help="Latent factors (the vectors get one more: the item bias)."),
     epochs: int = typer.Option(20, "--epochs", help="Maximum epochs (early stopping may end sooner)."),
     lr: float = typer.Option(0.02, "--lr", help="Peak learning rate of the one-cycle schedule."),

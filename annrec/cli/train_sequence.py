@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import typer
 
 from annrec.cli.apps import app, console, json_option, train_app, write_json_report
+from annrec.cli.data_options import (DataDirOpt, DatasetOpt, ItemColOpt, RatingColOpt, RatingsOpt, TimestampColOpt,
+                                     UserColOpt, load_training_data)
 from annrec.errors import InputError
 from annrec.train.sequence import SequenceConfig, SequenceTrainer
 
@@ -18,8 +19,13 @@ _D = SequenceConfig()  # the CLI defaults are the trainer's defaults
 
 @train_app.command("sequence")
 def train_sequence(
-    dataset: str = typer.Option("ml-latest-small", "--dataset", help="MovieLens data set to train on."),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder holding <dataset>/ (else $ANNREC_DATA_DIR)."),
+    dataset: DatasetOpt = "ml-latest-small",
+    data_dir: DataDirOpt = None,
+    ratings: RatingsOpt = None,
+    user_col: UserColOpt = "user_id",
+    item_col: ItemColOpt = "item_id",
+    rating_col: RatingColOpt = None,
+    timestamp_col: TimestampColOpt = None,
     cell: str = typer.Option(_D.cell, "--cell", help="Recurrent cell: gru or lstm."),
     layers: int = typer.Option(_D.layers, "--layers", help="Stacked RNN layers."),
     units: int = typer.Option(_D.units, "--units", help="Hidden units (query/item vectors have units + 1 dimensions)."),
@@ -78,7 +84,7 @@ def train_sequence(
     turns a sequence into a query (final hidden state and a constant 1); index it with `annrec index build` and
     query it with `annrec recommend-next`.
     """
-    from annrec.data import load_movielens, temporal_user_split
+    from annrec.data import temporal_user_split
 
     trainer = SequenceTrainer(cell=cell, layers=layers, units=units, item_dim=item_dim, dropout=dropout,
                               attention=attention, heads=heads, recency=recency, n_buckets=n_buckets,
@@ -89,7 +95,8 @@ def train_sequence(
                               batch_size=batch_size, epochs=epochs, patience=patience, val_fraction=val_fraction,
                               val_split=val_split, refit=refit, seed=seed, device=device, threads=threads,
                               progress=progress)
-    data = load_movielens(dataset, data_dir=os.fspath(data_dir) if data_dir else None)
+    data = load_training_data(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col,
+                              need_timestamp="the sequence recommender")
     test = None
     if evaluate:
         data, test = temporal_user_split(data, 0.2)

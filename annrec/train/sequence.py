@@ -100,13 +100,13 @@ class SequenceConfig:
 
     cell: str = "gru"
     layers: int = 1
-    units: int = 128
+    units: int = 256
     item_dim: int = 64
     recency: bool = True
     recency_dim: int = 16
     n_buckets: int = 100
     bucket_scheme: str = "log"
-    dropout: float = 0.2
+    dropout: float = 0.4
     attention: bool = False
     heads: int = 2
     max_len: int = 20
