@@ -16,6 +16,9 @@ too, then the model is refit on the whole training half for the best epoch count
 Ablation: ``items`` (item embeddings only), ``items+recency``, ``items+recency+attention``.
 
     python bench/sequence_eval.py --json bench/results/sequence_eval.json
+
+(one process; docs/sequence.md gives the split into parallel runs, one per core, joined with ``--merge``,
+that produced ``bench/results/sequence_eval.json``).
 """
 
 from __future__ import annotations
