@@ -171,6 +171,7 @@ class Index(ABC):
             raise InputError("this index uses " + ("integer" if self._ext.dtype.kind in "iu" else "string")
                              + " ids: pass ids of the same type")
         x = self._prepare(x)
+        self._backend_check(x)  # before anything changes: a refused upsert loses nothing
         with self._write_lock:
             old = [self._label[e] for e in ext.tolist() if e in self._label]
             if old:
@@ -425,6 +426,9 @@ class Index(ABC):
     @abstractmethod
     def _backend_add(self, x: np.ndarray, labels: np.ndarray) -> None:
         """Add vectors under the given consecutive labels."""
+
+    def _backend_check(self, x: np.ndarray) -> None:
+        """Refuse vectors this index cannot hold (raise :class:`InputError`) before an upsert changes anything."""
 
     @abstractmethod
     def _backend_mark_deleted(self, labels: np.ndarray) -> None:

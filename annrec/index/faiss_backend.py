@@ -8,6 +8,15 @@ training points, below which FAISS warns). Query-time parameters: ``nprobe`` (IV
 and ``efSearch`` (HNSW, FAISS default 16), passed per call through ``faiss.SearchParameters``.
 ``ip`` uses ``METRIC_INNER_PRODUCT``; ``cosine`` is inner product on normalised vectors.
 
+``mips_l2=True`` (metric ``ip`` only) answers maximum inner product search with an L2 index instead, by the
+reduction of Bachrach et al. (2014, "Speeding up the Xbox recommender system using a Euclidean transformation
+for inner-product spaces"): every item gets one more coordinate ``sqrt(M² - |x|²)`` (``M`` = the largest item
+norm at build time, kept in the manifest as ``mips_max_norm``), every query a 0, so that
+``|q - x̃|² = |q|² + M² - 2 q·x`` and the nearest items in L2 are the largest inner products. IVF's coarse
+quantizer and HNSW's graph then work in the metric space they were designed for (with raw inner product,
+large-norm centroids attract most queries). Scores are converted back to inner products. An upsert whose norm
+exceeds ``M`` is refused (rebuild the index to include it).
+
 GPU: with faiss-gpu installed and ``faiss.get_num_gpus() > 0`` the index is cloned to all visible GPUs
 (``faiss.index_cpu_to_all_gpus``) unless ``gpu=False``; filtered searches run on the CPU copy because
 FAISS GPU indexes take no ``IDSelector``. Results agree with the CPU path up to ties.
@@ -17,7 +26,6 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +35,9 @@ import numpy as np
 from annrec.errors import InputError
 from annrec.index.base import Index
 
-_BUILD_PARAMS = ("factory", "nlist", "pq_m", "nprobe", "efSearch", "gpu", "train_size", "seed", "factory_resolved")
+_BUILD_PARAMS = ("factory", "nlist", "pq_m", "nprobe", "efSearch", "gpu", "train_size", "seed", "factory_resolved",
+                 "mips_l2", "mips_max_norm")
+_NO_RESULT_IP = np.float32(-np.finfo(np.float32).max)  # what FAISS reports for a missing inner-product result
 
 
 def suggest_nlist(n: int) -> int:
@@ -55,10 +65,12 @@ class FaissIndex(Index):
     """A FAISS index (from a factory string) behind the :class:`~annrec.index.base.Index` interface.
 
     Params: ``factory`` (default ``"Flat"``), ``nlist`` (for ``{nlist}``), ``nprobe``, ``efSearch``,
-    ``gpu`` (None = auto), ``train_size`` (max training vectors, default 256·nlist), ``seed``.
+    ``gpu`` (None = auto), ``train_size`` (max training vectors, default 256·nlist), ``seed``,
+    ``mips_l2`` (metric ip through an L2 index, see the module docstring).
 
     Raises:
-        InputError: unknown parameters, a factory string FAISS rejects, too few vectors to train it.
+        InputError: unknown parameters, a factory string FAISS rejects, too few vectors to train it,
+            ``mips_l2`` with a metric other than ``ip``.
     """
 
     backend = "faiss"
@@ -72,10 +84,19 @@ class FaissIndex(Index):
         params.setdefault("factory", "Flat")
         if not isinstance(params["factory"], str) or not params["factory"].strip():
             raise InputError("factory must be a FAISS index factory string such as 'Flat', 'IVF1024,Flat', 'HNSW32'")
+        mips = params.get("mips_l2", False)
+        if mips not in (True, False, None):
+            raise InputError(f"mips_l2 must be true or false; got {mips!r}")
+        if mips and metric != "ip":
+            raise InputError(f"mips_l2 turns maximum inner product search into L2 search, so it needs metric 'ip' "
+                             f"(got {metric!r}: cosine vectors all have norm 1 and l2 needs no transform)")
         super().__init__(dim, metric, **params)
         self._index: faiss.Index | None = None
         self._gpu_index = None
-        self._faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        self._mips = bool(mips)
+        self._mips_m2 = float(params.get("mips_max_norm") or 0.0) ** 2
+        self._fdim = dim + 1 if self._mips else dim   # the dimension FAISS sees
+        self._faiss_metric = faiss.METRIC_L2 if (metric == "l2" or self._mips) else faiss.METRIC_INNER_PRODUCT
 
     # -- creation
     def _resolve_factory(self, n: int) -> str:
@@ -89,11 +110,39 @@ class FaissIndex(Index):
             factory = factory.replace("{pq_m}", str(suggest_pq_m(self.dim) if m in (None, "auto") else int(m)))
         return factory
 
+    # -- MIPS -> L2 (Bachrach et al. 2014)
+    def _augment(self, x: np.ndarray) -> np.ndarray:
+        """Items ``(n, dim)`` -> ``(n, dim + 1)`` with the extra coordinate ``sqrt(M² - |x|²)``."""
+        n2 = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+        out = np.empty((len(x), self._fdim), dtype=np.float32)
+        out[:, :-1] = x
+        out[:, -1] = np.sqrt(np.maximum(self._mips_m2 - n2, 0.0))
+        return out
+
+    def _backend_check(self, x: np.ndarray) -> None:
+        if self._mips and len(x):
+            n2 = float(np.einsum("ij,ij->i", x, x, dtype=np.float64).max())
+            if n2 > self._mips_m2 * (1 + 1e-5):
+                raise InputError(f"an item vector has norm {math.sqrt(n2):.6g}, above the bound "
+                                 f"{math.sqrt(self._mips_m2):.6g} this mips_l2 index was built with: rebuild the "
+                                 f"index (annrec index build) with all items, or build it without mips_l2")
+
+    def _to_ip(self, q: np.ndarray, d: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Squared L2 distances on the augmented vectors -> inner products ``(|q|² + M² - d) / 2``."""
+        q2 = np.einsum("ij,ij->i", q, q, dtype=np.float64)[:, None]
+        ip = ((q2 + self._mips_m2 - d) * 0.5).astype(np.float32)
+        ip[labels < 0] = _NO_RESULT_IP
+        return ip
+
     def _backend_create(self, x: np.ndarray) -> None:
         factory = self._resolve_factory(len(x))
         self.params["factory_resolved"] = factory
+        if self._mips:
+            m = float(np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64).max())) if len(x) else 0.0
+            self.params["mips_max_norm"] = m if m > 0 else 1.0
+            self._mips_m2 = self.params["mips_max_norm"] ** 2
         try:
-            index = faiss.index_factory(self.dim, factory, self._faiss_metric)
+            index = faiss.index_factory(self._fdim, factory, self._faiss_metric)
         except RuntimeError as e:
             msg = str(e).strip().splitlines()[-1] if str(e).strip() else "rejected"
             raise InputError(f"FAISS cannot build {factory!r} for dim {self.dim}: {msg}. Check the factory string "
@@ -110,7 +159,7 @@ class FaissIndex(Index):
             if len(x) > train_size:
                 rng = np.random.default_rng(int(self.params.get("seed", 0)))
                 xt = x[np.sort(rng.choice(len(x), train_size, replace=False))]
-            index.train(xt)
+            index.train(self._augment(xt) if self._mips else xt)
         self._index = index
         self._apply_defaults()
 
@@ -138,6 +187,9 @@ class FaissIndex(Index):
     def _backend_add(self, x: np.ndarray, labels: np.ndarray) -> None:
         if self._index.ntotal != int(labels[0]):
             raise RuntimeError("FAISS label bookkeeping out of sync")  # programming error, never user input
+        if self._mips:
+            self._backend_check(x)
+            x = self._augment(x)
         self._index.add(x)
         if self._gpu_index is not None:
             self._gpu_index.add(x)
@@ -182,6 +234,14 @@ class FaissIndex(Index):
     def _backend_search(self, q, k, params, mask, threads):
         if threads != _current_threads:
             _set_threads(threads)
+        if self._mips:
+            qa = np.zeros((len(q), self._fdim), dtype=np.float32)
+            qa[:, :-1] = q
+            labels, d = self._search_faiss(qa, k, params, mask)
+            return labels, self._to_ip(q, d, labels)
+        return self._search_faiss(q, k, params, mask)
+
+    def _search_faiss(self, q, k, params, mask):
         if params is None and mask is None:  # hot path
             scores, labels = (self._index if self._gpu_index is None else self._gpu_index).search(q, k)
             return labels, scores
@@ -206,9 +266,11 @@ class FaissIndex(Index):
         if not file.exists():
             raise FileNotFoundError(2, "missing", str(file))
         index = faiss.read_index(str(file))
-        if index.ntotal != n_labels or index.d != self.dim:
+        if index.ntotal != n_labels or index.d != self._fdim:
             raise ValueError(f"FAISS file holds {index.ntotal} vectors of dim {index.d}, the manifest says "
-                             f"{n_labels} of dim {self.dim}")
+                             f"{n_labels} of dim {self._fdim}")
+        if self._mips and self._mips_m2 <= 0:
+            raise ValueError("a mips_l2 index without mips_max_norm in its manifest")
         self._index = index
         self._apply_defaults()
 
@@ -218,7 +280,8 @@ class FaissIndex(Index):
 
     @property
     def raw(self) -> faiss.Index:
-        """The underlying CPU ``faiss.Index`` (labels are internal labels, not external ids)."""
+        """The underlying CPU ``faiss.Index`` (labels are internal labels, not external ids; with ``mips_l2`` it
+        holds ``dim + 1``-dimensional augmented vectors under the L2 metric)."""
         return self._index
 
     @property
