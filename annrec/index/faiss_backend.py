@@ -128,10 +128,16 @@ class FaissIndex(Index):
                                  f"index (annrec index build) with all items, or build it without mips_l2")
 
     def _to_ip(self, q: np.ndarray, d: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Squared L2 distances on the augmented vectors -> inner products ``(|q|² + M² - d) / 2``."""
-        q2 = np.einsum("ij,ij->i", q, q, dtype=np.float64)[:, None]
-        ip = ((q2 + self._mips_m2 - d) * 0.5).astype(np.float32)
-        ip[labels < 0] = _NO_RESULT_IP
+        """Squared L2 distances on the augmented vectors -> inner products ``(|q|² + M² - d) / 2`` (float32:
+        the rounding error, ~1e-7·M², is far below the gaps between scores)."""
+        ip = d
+        if len(q) == 1:  # the single-query hot path: a scalar is ~3x cheaper than the row-wise reduction
+            ip -= float(q[0] @ q[0]) + self._mips_m2
+        else:
+            ip -= np.einsum("ij,ij->i", q, q)[:, None] + np.float32(self._mips_m2)
+        ip *= np.float32(-0.5)
+        if labels[:, -1].min() < 0:  # results are sorted, so a missing one shows in the last column
+            ip[labels < 0] = _NO_RESULT_IP
         return ip
 
     def _backend_create(self, x: np.ndarray) -> None:
