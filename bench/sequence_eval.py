@@ -27,11 +27,10 @@ import argparse
 import json
 import time
 
-import numpy as np
-
 from annrec._io import write_json
 from annrec.data import leave_last_one, load_movielens, temporal_user_split
-from annrec.metrics import dot_recommender, evaluate_topn, popularity_recommender
+from annrec.metrics import dot_recommender
+from annrec.train.als import ImplicitALS, baseline_recommenders, evaluate_topn_table, search_als
 
 VARIANTS = {
     "items": dict(recency=False, attention=False),
@@ -47,35 +46,16 @@ def baselines(train, num_threads: int = 1, als_search: bool = True) -> dict:
     regularization=0.01, iterations=15: the trainers issue's default) and, with ``als_search``, ALS with the
     hyper-parameters that ``annrec.train.als.search_als`` picks on the same validation split the sequence
     model is tuned on (the fair comparison: both models tuned the same way)."""
-    out = {"popularity": popularity_recommender(train)}
-    try:
-        from annrec.train.als import ImplicitALS, ItemKNN, search_als
-
-        out["item_knn"] = ItemKNN(num_threads=num_threads).fit(train).recommend_fn()
-        out["als"] = ImplicitALS(factors=32, regularization=0.01, iterations=15, seed=0,
-                                 num_threads=num_threads).fit(train).recommend_fn()
-        out["_source"] = "annrec.train.als (ImplicitALS, ItemKNN K=20)"
-        if als_search:
-            found = search_als(train, {"seed": 0, "num_threads": num_threads})
-            out["als_searched"] = ImplicitALS(**found.best_params).fit(train).recommend_fn()
-            out["_als_searched_params"] = {k: found.best_params[k] for k in
-                                           ("factors", "regularization", "iterations", "alpha", "weighting")}
-    except ImportError:  # fallback: the implicit library directly
-        from implicit.als import AlternatingLeastSquares
-
-        from annrec.metrics import top_k_excluding
-
-        m = AlternatingLeastSquares(factors=32, regularization=0.01, iterations=15, random_state=0,
-                                    num_threads=num_threads)
-        m.fit(train.to_csr(binary=True), show_progress=False)
-        U, V = np.asarray(m.user_factors), np.asarray(m.item_factors)
-        out["als"] = lambda u, k, s: top_k_excluding(U[u] @ V.T, k, s)
-        out["_source"] = "implicit directly (annrec.train.als missing)"
+    out = baseline_recommenders(train, ("popularity", "item_knn"), num_threads=num_threads)
+    out["als"] = ImplicitALS(factors=32, regularization=0.01, iterations=15, seed=0,
+                             num_threads=num_threads).fit(train).recommend_fn()
+    out["_source"] = "annrec.train.als (ImplicitALS, ItemKNN K=20)"
+    if als_search:
+        found = search_als(train, {"seed": 0, "num_threads": num_threads})
+        out["als_searched"] = ImplicitALS(**found.best_params).fit(train).recommend_fn()
+        out["_als_searched_params"] = {k: found.best_params[k] for k in
+                                       ("factors", "regularization", "iterations", "alpha", "weighting")}
     return out
-
-
-def rounded(m: dict) -> dict:
-    return {k: (int(v) if k == "users" else round(float(v), 4)) for k, v in m.items()}
 
 
 def run_protocol(name: str, train, test, variants: list[str], params: dict, k: int = 10,
@@ -89,7 +69,7 @@ def run_protocol(name: str, train, test, variants: list[str], params: dict, k: i
     als_params = base.pop("_als_searched_params", None)
     for bname, fn in base.items():
         t0 = time.perf_counter()
-        rows[bname] = rounded(evaluate_topn(fn, train, test, k))
+        rows[bname] = evaluate_topn_table({bname: fn}, train, test, k)[bname]
         rows[bname]["seconds"] = round(time.perf_counter() - t0, 1)
         print(f"[{name}] {bname}: {rows[bname]}", flush=True)
     for v in variants:
@@ -98,7 +78,8 @@ def run_protocol(name: str, train, test, variants: list[str], params: dict, k: i
         trainer = SequenceTrainer(**p)
         emb = trainer.fit(train)
         secs = time.perf_counter() - t0
-        rows[f"sequence:{v}"] = {**rounded(evaluate_topn(dot_recommender(emb.queries, emb.vectors), train, test, k)),
+        scored = evaluate_topn_table({v: dot_recommender(emb.queries, emb.vectors)}, train, test, k)[v]
+        rows[f"sequence:{v}"] = {**scored,
                                  "seconds": round(secs, 1), "best_epoch": trainer.result.best_epoch,
                                  "best_val_recall@10": trainer.result.best_val_recall,
                                  "params": {key: p[key] for key in sorted(p) if key != "progress"}}

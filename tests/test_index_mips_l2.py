@@ -1,8 +1,8 @@
 """FAISS ``mips_l2``: maximum inner product search answered by an L2 index (Bachrach et al. 2014).
 
 Unit tests on synthetic vectors with widely varying norms (the case the reduction exists for); whether it
-pays on real embeddings is measured by ``bench/mips_l2.py`` (ALS, MF and sequence artifacts of
-ml-latest-small), and one slow test here checks the IVF gain on a real ALS model.
+pays on real embeddings is measured by ``annrec bench run … -d bench/mips.yaml`` (ALS, MF and sequence
+artifacts of ml-latest-small; docs/cli.md), and one slow test here checks the IVF gain on a real ALS model.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def test_mips_l2_must_be_a_boolean():
 @pytest.mark.slow
 def test_ivf_recall_gain_on_a_real_als_model():
     """On ALS item vectors of ml-latest-small (norms spread over two orders of magnitude), IVF with the
-    reduction finds more of the exact inner-product top-10 at the same nprobe (bench/mips_l2.py: 0.30 -> 0.47
+    reduction finds more of the exact inner-product top-10 at the same nprobe (bench/mips.yaml: 0.31 -> 0.47
     at nprobe 1, 0.79 -> 0.87 at nprobe 8)."""
     from tests._data_fixtures import require_real_data
 

@@ -9,7 +9,7 @@ missing result), so recall is computed the same way for all of them.
 adapter            what it runs                                  build args                      query args
 =================  ============================================  ==============================  =============
 bruteforce-blas    exact search, one numpy BLAS product          —                               —
-annrec-faiss       annrec.index, FAISS backend                   factory                         nprobe, efSearch
+annrec-faiss       annrec.index, FAISS backend                   factory, mips_l2                nprobe, efSearch
 annrec-hnswlib     annrec.index, hnswlib backend                 M, ef_construction              ef
 faiss              FAISS called directly (same parameters)      factory                         nprobe, efSearch
 hnswlib            hnswlib called directly (same parameters)    M, ef_construction              ef
@@ -227,7 +227,8 @@ class AnnrecFaiss(_AnnrecIndex):
     name = "annrec-faiss"
     backend = "faiss"
     build_params = {"factory": Param(str, "Flat", "FAISS index factory string, e.g. 'IVF1024,Flat', 'HNSW32'"),
-                    "train_size": Param(int, None, "training vectors for IVF/PQ (default 256 * max(nlist, 256))")}
+                    "train_size": Param(int, None, "training vectors for IVF/PQ (default 256 * max(nlist, 256))"),
+                    "mips_l2": Param(bool, False, "metric ip through an L2 index (Bachrach et al. 2014)")}
     query_params = {"nprobe": Param(int, None, "IVF lists probed per query"),
                     "efSearch": Param(int, None, "HNSW candidate list size at query time")}
 

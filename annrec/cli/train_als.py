@@ -16,8 +16,6 @@ from annrec.errors import InputError
 FIT_ON = ("all", "train")
 
 
-
-
 def print_topn_table(table: dict[str, dict[str, Any]], k: int, title: str) -> None:
     """One row per metric, one column per model (fits an 80-column terminal)."""
     from rich.table import Table

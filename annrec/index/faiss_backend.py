@@ -193,8 +193,7 @@ class FaissIndex(Index):
     def _backend_add(self, x: np.ndarray, labels: np.ndarray) -> None:
         if self._index.ntotal != int(labels[0]):
             raise RuntimeError("FAISS label bookkeeping out of sync")  # programming error, never user input
-        if self._mips:
-            self._backend_check(x)
+        if self._mips:  # Index.add has already refused vectors above the norm bound (_backend_check)
             x = self._augment(x)
         self._index.add(x)
         if self._gpu_index is not None:

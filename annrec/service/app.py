@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 import time
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -31,6 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import annrec
@@ -301,8 +303,11 @@ def _same(given: str, secret) -> bool:
     return secret is not None and hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
 
 
-def _given_key(request: Request) -> str | None:
-    headers = request.headers
+def _given_key(headers: Mapping[str, str]) -> str | None:
+    """The API key a request sends: ``X-API-Key``, else ``Authorization: Bearer <key>``; ``None`` when absent.
+
+    ``headers``: case-insensitive request headers (``Request.headers`` or ``starlette.datastructures.Headers``).
+    """
     key = headers.get("x-api-key")
     if key:
         return key
@@ -332,21 +337,21 @@ def _check_key(settings: ServiceSettings, given: str | None, admin: bool) -> Non
 
 
 async def require_read(request: Request) -> None:
-    _check_key(request.app.state.settings, _given_key(request), admin=False)
+    _check_key(request.app.state.settings, _given_key(request.headers), admin=False)
 
 
 async def require_admin(request: Request) -> None:
     s = request.app.state.settings
     if not s.insecure_no_auth and s.admin_key is None:
-        _check_key(s, _given_key(request), admin=False)  # 401 for no/wrong key first
+        _check_key(s, _given_key(request.headers), admin=False)  # 401 for no/wrong key first
         raise ApiError(403, "forbidden", "writes and reloads are disabled: the server was started without an "
                                          "admin key (--admin-key)")
-    _check_key(s, _given_key(request), admin=True)
+    _check_key(s, _given_key(request.headers), admin=True)
 
 
 async def require_metrics(request: Request) -> None:
     if not request.app.state.settings.metrics_public:
-        _check_key(request.app.state.settings, _given_key(request), admin=False)
+        _check_key(request.app.state.settings, _given_key(request.headers), admin=False)
 
 
 # ----------------------------------------------------------------------------- request bodies
@@ -559,22 +564,10 @@ def create_app(settings: ServiceSettings | None = None, registry: Registry | Non
     app.state.metrics = metrics
     app.state.ready = False
     threads = settings.search_threads
-    secrets_ = [k for k in (settings.admin_key, settings.read_key) if k is not None]
 
     async def fast_search(scope, raw: bytes) -> bytes | None:
         """Answer a search that passes every check, else ``None`` (the FastAPI route then answers it)."""
-        if not settings.insecure_no_auth:
-            given = None
-            for hname, hvalue in scope["headers"]:
-                if hname == b"x-api-key" and hvalue:
-                    given = hvalue.decode("latin-1")
-                    break
-                if hname == b"authorization" and given is None:
-                    scheme, _, cred = hvalue.decode("latin-1").partition(" ")
-                    if scheme.lower() == "bearer" and cred.strip():
-                        given = cred.strip()
-            if not given or not any(_same(given, k) for k in secrets_):
-                return None
+        _check_key(settings, _given_key(Headers(scope=scope)), admin=False)  # raises: the route answers
         name = scope["path"][len(SEARCH_PREFIX):-len(SEARCH_SUFFIX)]
         srv = reg.snapshot.indexes.get(name)
         if srv is None or "/" in name:
