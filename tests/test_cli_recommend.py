@@ -38,7 +38,7 @@ def _results(path):
 
 def test_recommend_shows_titles_and_excludes_rated_items(qs, rated_by_user_1, tmp_path):
     report = tmp_path / "r.json"
-    res = CliRunner().invoke(app, ["recommend", "1", "--model", str(qs / "mf"), "-k", "10", "--json", str(report)])
+    res = CliRunner().invoke(app, ["recommend", "1", "--embeddings", str(qs / "mf"), "-k", "10", "--json", str(report)])
     assert res.exit_code == 0, res.output
     rows = _results(report)
     assert len(rows) == 10 and not {r["id"] for r in rows} & rated_by_user_1
@@ -49,7 +49,7 @@ def test_recommend_shows_titles_and_excludes_rated_items(qs, rated_by_user_1, tm
     # through each index: the same items as exact search at a generous ef / nprobe
     exact = [r["id"] for r in rows]
     for index, flag in (("mf-hnsw", ["--ef", "400"]), ("mf-ivf", ["--nprobe", "64"])):
-        res = CliRunner().invoke(app, ["recommend", "1", "--model", str(qs / "mf"), "--index", str(qs / index),
+        res = CliRunner().invoke(app, ["recommend", "1", "--embeddings", str(qs / "mf"), "--index", str(qs / index),
                                        *flag, "--json", str(report)])
         assert res.exit_code == 0, res.output
         got = [r["id"] for r in _results(report)]
@@ -59,7 +59,7 @@ def test_recommend_shows_titles_and_excludes_rated_items(qs, rated_by_user_1, tm
 
 def test_recommend_include_seen(qs, rated_by_user_1, tmp_path):
     report = tmp_path / "r.json"
-    res = CliRunner().invoke(app, ["recommend", "1", "--model", str(qs / "mf"), "-k", "300", "--include-seen",
+    res = CliRunner().invoke(app, ["recommend", "1", "--embeddings", str(qs / "mf"), "-k", "300", "--include-seen",
                                    "--json", str(report)])
     assert res.exit_code == 0, res.output
     assert {r["id"] for r in _results(report)} & rated_by_user_1
@@ -67,7 +67,7 @@ def test_recommend_include_seen(qs, rated_by_user_1, tmp_path):
 
 def test_similar(qs, tmp_path):
     report = tmp_path / "s.json"
-    res = CliRunner().invoke(app, ["similar", "1", "--model", str(qs / "mf"), "--index", str(qs / "mf-hnsw"),
+    res = CliRunner().invoke(app, ["similar", "1", "--embeddings", str(qs / "mf"), "--index", str(qs / "mf-hnsw"),
                                    "-k", "5", "--json", str(report)])
     assert res.exit_code == 0, res.output
     rows = _results(report)
@@ -86,31 +86,43 @@ def test_bad_input(qs, tmp_path, monkeypatch, capsys):
         assert out.startswith("error:") and all(n in out for n in needles), out
 
     mf = qs / "mf"
-    fails(["recommend", "999999", "--model", mf], "unknown user id '999999'")
-    fails(["recommend", "1", "--model", mf, "-k", "0"], "k must be >= 1")
-    fails(["recommend", "1", "--model", mf, "-k", "-2"], "k must be >= 1")
-    fails(["recommend", "1", "--model", mf, "-k", "100000"], "larger than")
-    fails(["recommend", "1", "--model", tmp_path / "missing"], "no artifact folder")
-    fails(["recommend", "1", "--model", qs / "mf-hnsw"], "'annrec.index' artifact, not 'annrec.embeddings'")
-    fails(["recommend", "1", "--model", mf, "--index", mf], "'annrec.embeddings' artifact, not 'annrec.index'")
-    fails(["recommend", "1", "--model", mf, "--index", tmp_path / "missing"], "no artifact folder")
-    fails(["recommend", "1", "--model", mf, "--index", qs / "mf-ivf", "--ef", "10"], "--ef", "--nprobe")
-    fails(["similar", "999999", "--model", mf], "unknown item id '999999'")
-    fails(["similar", "Toy Story", "--model", mf], "unknown item id")
-    fails(["similar", "1", "--model", mf, "-k", "0"], "k must be >= 1")
+    fails(["recommend", "999999", "--embeddings", mf], "unknown user id '999999'")
+    fails(["recommend", "1", "--embeddings", mf, "-k", "0"], "k must be >= 1")
+    fails(["recommend", "1", "--embeddings", mf, "-k", "-2"], "k must be >= 1")
+    fails(["recommend", "1", "--embeddings", mf, "-k", "100000"], "larger than")
+    fails(["recommend", "1", "--embeddings", tmp_path / "missing"], "no artifact folder")
+    fails(["recommend", "1", "--embeddings", qs / "mf-hnsw"], "'annrec.index' artifact, not 'annrec.embeddings'")
+    fails(["recommend", "1", "--embeddings", mf, "--index", mf], "'annrec.embeddings' artifact, not 'annrec.index'")
+    fails(["recommend", "1", "--embeddings", mf, "--index", tmp_path / "missing"], "no artifact folder")
+    fails(["recommend", "1", "--embeddings", mf, "--index", qs / "mf-ivf", "--ef", "10"], "--ef", "--nprobe")
+    fails(["similar", "999999", "--embeddings", mf], "unknown item id '999999'")
+    fails(["similar", "Toy Story", "--embeddings", mf], "unknown item id")
+    fails(["similar", "1", "--embeddings", mf, "-k", "0"], "k must be >= 1")
     # an index built from other vectors of the same dimension is refused
     emb = Embeddings.load(mf)
     other = Embeddings(vectors=np.random.default_rng(0).normal(size=emb.vectors.shape).astype(np.float32),
                        ids=emb.ids, metric="ip").save(tmp_path / "other")
     assert CliRunner().invoke(app, ["index", "build", "--embeddings", str(other), "--backend", "hnswlib",
                                     "--out", str(tmp_path / "other-hnsw")]).exit_code == 0
-    fails(["recommend", "1", "--model", mf, "--index", tmp_path / "other-hnsw"], "was not built from")
+    fails(["recommend", "1", "--embeddings", mf, "--index", tmp_path / "other-hnsw"], "was not built from")
 
 
 def test_console_script_exit_code_and_one_line_error(qs):
     exe = [sys.executable, "-c", "from annrec.cli import main; main()"]
-    p = subprocess.run(exe + ["recommend", "999999", "--model", str(qs / "mf")], capture_output=True, text=True,
+    p = subprocess.run(exe + ["recommend", "999999", "--embeddings", str(qs / "mf")], capture_output=True, text=True,
                        timeout=120, env={**__import__("os").environ, "COLUMNS": "200"})
     assert p.returncode == 2
     lines = [ln for ln in p.stdout.splitlines() + p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: unknown user id '999999'"), lines
+
+
+def test_old_model_flag_still_works_with_a_deprecation_warning(qs, tmp_path, monkeypatch, capsys):
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    code, _ = run_main(["recommend", "1", "--embeddings", str(qs / "mf"), "-k", "5", "--json", str(new)],
+                       monkeypatch, capsys)
+    assert code == 0
+    code, out = run_main(["recommend", "1", "--model", str(qs / "mf"), "-k", "5", "--json", str(old)],
+                         monkeypatch, capsys)
+    assert code == 0
+    assert "--model is deprecated" in out
+    assert json.loads(new.read_text())["results"] == json.loads(old.read_text())["results"]

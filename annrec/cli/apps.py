@@ -36,5 +36,33 @@ def json_option() -> Any:
     return typer.Option(None, "--json", help="Also write the figures as JSON to this path.")
 
 
+def embeddings_option(help: str = "Embeddings folder (from `annrec train ...`).") -> Any:
+    """``--embeddings PATH``: the one name of an Embeddings folder on every command."""
+    return typer.Option(None, "--embeddings", help=help)
+
+
+def deprecated_option(flag: str) -> Any:
+    """A hidden option kept for one release under an old spelling (see :func:`resolve_deprecated`)."""
+    return typer.Option(None, flag, hidden=True)
+
+
+def resolve_deprecated(value: Any, old_value: Any, flag: str, old_flag: str, *, required: bool = False) -> Any:
+    """The value of ``flag``, or of its deprecated spelling ``old_flag`` (with a warning on stderr).
+
+    Raises:
+        InputError: both spellings given with different values, or neither when ``required``.
+    """
+    from annrec.errors import InputError
+
+    if old_value is not None:
+        err_console.print(f"warning: {old_flag} is deprecated and will be removed; use {flag}", highlight=False)
+        if value is not None and value != old_value:
+            raise InputError(f"{flag} and its old spelling {old_flag} disagree: give only {flag}")
+        value = old_value
+    if value is None and required:
+        raise InputError(f"missing option {flag}: give it (see --help)")
+    return value
+
+
 __all__ = ["app", "train_app", "index_app", "bench_app", "console", "err_console", "write_json_report",
-           "json_option", "json"]
+           "json_option", "json", "embeddings_option", "deprecated_option", "resolve_deprecated"]

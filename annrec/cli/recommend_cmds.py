@@ -7,7 +7,8 @@ from typing import Any
 
 import typer
 
-from annrec.cli.apps import app, console, json_option, write_json_report
+from annrec.cli.apps import (app, console, deprecated_option, embeddings_option, json_option, resolve_deprecated,
+                             write_json_report)
 from annrec.cli.index_cmds import item_label, query_params, results_table
 from annrec.errors import InputError
 
@@ -22,36 +23,18 @@ def open_recommender(model: Path, index_dir: Path | None):
             as --model, embeddings given as --index, an unknown backend).
         InputError: an index built from other vectors (count, dimension, metric or stored vectors differ).
     """
-    import numpy as np
-
     from annrec.embeddings import Embeddings
     from annrec.index import load_index
-    from annrec.recommend import Recommender
+    from annrec.recommend import Recommender, check_pairing
 
     emb = Embeddings.load(model)
     index = None
     if index_dir is not None:
         index = load_index(index_dir)
-        problem = None
-        if index.dim != emb.dim or index.metric != emb.metric:
-            problem = f"dim {index.dim} / metric {index.metric} vs dim {emb.dim} / metric {emb.metric}"
-        elif len(index) != len(emb):
-            problem = f"{len(index):,} items in the index vs {len(emb):,} in the embeddings"
-        else:
-            probe = emb.ids[np.linspace(0, len(emb) - 1, num=min(8, len(emb))).astype(int)]
-            for item in probe.tolist():
-                if item not in index:
-                    problem = f"item {item!r} of the embeddings is not in the index"
-                    break
-                v = emb.vectors[emb.row_of(item)]
-                if index.metric == "cosine":
-                    v = v / max(float(np.linalg.norm(v)), 1e-30)
-                if not np.allclose(index.get_vector(item), v, rtol=1e-4, atol=1e-5):
-                    problem = f"the index stores another vector for item {item!r}"
-                    break
-        if problem:
-            raise InputError(f"index {index_dir} was not built from the embeddings {model} ({problem}): rebuild it "
-                             f"with `annrec index build --embeddings {model} ...` (same metric)")
+        try:
+            check_pairing(emb, index, strict=True)
+        except InputError as e:
+            raise InputError(f"index {index_dir} was not built from the embeddings {model}: {e}") from None
     return Recommender(emb, index), emb, index
 
 
@@ -78,7 +61,7 @@ def predicted_ratings(emb, user_id, scores: list[float]) -> list[float] | None:
 def _rows(recs, predicted: list[float] | None = None) -> list[dict[str, Any]]:
     out = []
     for r in recs:
-        title, genres = item_label(r.item)
+        title, genres = item_label(r.metadata)
         out.append({"id": r.item_id, "score": r.score, "title": title or None, "genres": genres or None})
         if predicted is not None:
             out[-1]["predicted_rating"] = predicted[len(out) - 1]
@@ -88,29 +71,32 @@ def _rows(recs, predicted: list[float] | None = None) -> list[dict[str, Any]]:
 @app.command("recommend")
 def recommend(
     user_id: str = typer.Argument(..., help="External user id (e.g. a MovieLens userId)."),
-    model: Path = typer.Option(..., "--model", help="Embeddings folder with user vectors (e.g. from "
-                               "`annrec train mf`)."),
-    index_dir: Path | None = typer.Option(None, "--index", help="Index folder built from --model (default: exact "
-                                          "search)."),
+    embeddings: Path | None = embeddings_option("Embeddings folder with user vectors (e.g. from `annrec train mf`)."),
+    index_dir: Path | None = typer.Option(None, "--index", help="Index folder built from --embeddings (default: "
+                                          "exact search)."),
     k: int = typer.Option(10, "-k", "--k", help="Number of recommendations."),
-    include_seen: bool = typer.Option(False, "--include-seen", help="Also recommend items the user already rated."),
+    exclude_seen: bool = typer.Option(True, "--exclude-seen/--include-seen",
+                                      help="Leave out (default) or also recommend the items the user already rated."),
     ef: int | None = typer.Option(None, "--ef", help="efSearch of an HNSW index."),
     nprobe: int | None = typer.Option(None, "--nprobe", help="nprobe of a FAISS IVF index."),
     json_path: Path | None = json_option(),
+    model: Path | None = deprecated_option("--model"),
 ) -> None:
     """Top-k items for a user by maximum inner product search; items the user rated are excluded."""
+    model = resolve_deprecated(embeddings, model, "--embeddings", "--model", required=True)
     rec, emb, index = open_recommender(model, index_dir)
     params = query_params(rec.index, ef, nprobe)
-    recs = rec.recommend(user_id, k=k, exclude_seen=not include_seen, params=params)
+    recs = rec.recommend(user_id, k=k, exclude_seen=exclude_seen, params=params)
+    include_seen = not exclude_seen
     n_seen = len(emb.seen_ids(user_id))
     how = f"{index.backend} index {index_dir}" if index is not None else "exact search"
     note = "included" if include_seen else "excluded"
     title = f"top {len(recs)} for user {user_id} ({n_seen} rated items {note}; {how})"
     predicted = predicted_ratings(emb, user_id, [r.score for r in recs])
     console.print(results_table([r.item_id for r in recs], [r.score for r in recs],
-                                {r.item_id: r.item for r in recs if r.item}, title,
+                                {r.item_id: r.metadata for r in recs if r.metadata}, title,
                                 extra=None if predicted is None else ("rating", [f"{v:.2f}" for v in predicted])))
-    write_json_report(json_path, {"command": "recommend", "user": user_id, "model": str(model),
+    write_json_report(json_path, {"command": "recommend", "user": user_id, "embeddings": str(model),
                                   "index": None if index_dir is None else str(index_dir), "k": k,
                                   "exclude_seen": not include_seen, "seen_count": n_seen, "params": params,
                                   "results": _rows(recs, predicted)})
@@ -119,15 +105,17 @@ def recommend(
 @app.command("similar")
 def similar(
     item_id: str = typer.Argument(..., help="External item id (e.g. a MovieLens movieId)."),
-    model: Path = typer.Option(..., "--model", help="Embeddings folder (from `annrec train ...`)."),
-    index_dir: Path | None = typer.Option(None, "--index", help="Index folder built from --model (default: exact "
-                                          "search)."),
+    embeddings: Path | None = embeddings_option(),
+    index_dir: Path | None = typer.Option(None, "--index", help="Index folder built from --embeddings (default: "
+                                          "exact search)."),
     k: int = typer.Option(10, "-k", "--k", help="Number of similar items."),
     ef: int | None = typer.Option(None, "--ef", help="efSearch of an HNSW index."),
     nprobe: int | None = typer.Option(None, "--nprobe", help="nprobe of a FAISS IVF index."),
     json_path: Path | None = json_option(),
+    model: Path | None = deprecated_option("--model"),
 ) -> None:
     """The k items nearest to an item under the model's metric (the item itself excluded)."""
+    model = resolve_deprecated(embeddings, model, "--embeddings", "--model", required=True)
     rec, emb, index = open_recommender(model, index_dir)
     params = query_params(rec.index, ef, nprobe)
     recs = rec.similar_items(item_id, k=k, params=params)
@@ -135,9 +123,9 @@ def similar(
     how = f"{index.backend} index {index_dir}" if index is not None else "exact search"
     title = f"{len(recs)} items nearest to {item_id}" + (f" {name}" if name else "") + f" ({emb.metric}; {how})"
     console.print(results_table([r.item_id for r in recs], [r.score for r in recs],
-                                {r.item_id: r.item for r in recs if r.item}, title,
+                                {r.item_id: r.metadata for r in recs if r.metadata}, title,
                                 "distance" if emb.metric == "l2" else "score"))
-    write_json_report(json_path, {"command": "similar", "item": item_id, "model": str(model),
+    write_json_report(json_path, {"command": "similar", "item": item_id, "embeddings": str(model),
                                   "index": None if index_dir is None else str(index_dir), "k": k, "params": params,
                                   "results": _rows(recs)})
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -212,22 +213,39 @@ class FaissIndex(Index):
         ef = params.get("efSearch")
         if nprobe is None and ef is None and selector is None:
             return None
-        index = self._index
-        if isinstance(index, faiss.IndexPreTransform):
-            inner = self._params_for(faiss.downcast_index(index.index), nprobe, ef, selector)
+        outer, inner = self._param_kinds()
+        if outer == "pretransform":
+            inner_sp = self._params_for(inner, nprobe, ef, selector)
             sp = faiss.SearchParametersPreTransform()
-            sp.index_params = inner
+            sp.index_params = inner_sp
             sp.sel = selector
-            sp._keep = (inner, selector)
+            sp._keep = (inner_sp, selector)
             return sp
-        return self._params_for(index, nprobe, ef, selector)
+        return self._params_for(inner, nprobe, ef, selector)
 
-    def _params_for(self, index, nprobe, ef, selector):
-        index = faiss.downcast_index(index)
-        if isinstance(index, faiss.IndexIVF):
+    def _param_kinds(self) -> tuple[str, tuple]:
+        """``(outer, (kind, index))`` of the search-parameter class the index takes, cached per index object
+        (``faiss.downcast_index`` is a SWIG round trip of several microseconds)."""
+        cached = getattr(self, "_kinds", None)
+        if cached is not None and cached[0] is self._index:
+            return cached[1]
+        index = self._index
+        outer = "plain"
+        if isinstance(index, faiss.IndexPreTransform):
+            outer, index = "pretransform", faiss.downcast_index(index.index)
+        else:
+            index = faiss.downcast_index(index)
+        kind = "ivf" if isinstance(index, faiss.IndexIVF) else "hnsw" if isinstance(index, faiss.IndexHNSW) else "plain"
+        self._kinds = (self._index, (outer, (kind, index)))
+        return self._kinds[1]
+
+    @staticmethod
+    def _params_for(inner: tuple, nprobe, ef, selector):
+        kind, index = inner
+        if kind == "ivf":
             sp = faiss.SearchParametersIVF()
             sp.nprobe = int(nprobe if nprobe is not None else index.nprobe)
-        elif isinstance(index, faiss.IndexHNSW):
+        elif kind == "hnsw":
             sp = faiss.SearchParametersHNSW()
             sp.efSearch = int(ef if ef is not None else index.hnsw.efSearch)
         else:
@@ -250,18 +268,39 @@ class FaissIndex(Index):
         if params is None and mask is None:  # hot path
             scores, labels = (self._index if self._gpu_index is None else self._gpu_index).search(q, k)
             return labels, scores
-        selector = bitmap = None
         if mask is not None:
-            bitmap = np.packbits(mask, bitorder="little")
-            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
-        sp = self._search_params(params, selector)
-        target = self._gpu_index if (self._gpu_index is not None and selector is None) else self._index
-        if sp is None:
-            scores, labels = target.search(q, k)
-        else:
-            scores, labels = target.search(q, k, params=sp)
-        del bitmap
+            bitmap, sp = self._filtered_params(params, len(mask))
+            bitmap[:] = np.packbits(mask, bitorder="little")
+            # the SWIG call itself: faiss's Python wrapper only allocates the outputs and re-checks shapes
+            q = np.ascontiguousarray(q, dtype=np.float32)
+            scores = np.empty((len(q), k), dtype=np.float32)
+            labels = np.empty((len(q), k), dtype=np.int64)
+            self._index.search_c(len(q), faiss.swig_ptr(q), k, faiss.swig_ptr(scores), faiss.swig_ptr(labels), sp)
+            return labels, scores
+        sp = self._search_params(params, None)
+        target = self._index if self._gpu_index is None else self._gpu_index
+        scores, labels = target.search(q, k, params=sp)
         return labels, scores
+
+    def _filtered_params(self, params: dict[str, Any] | None, n_labels: int):
+        """``(bitmap uint8 (ceil(n/8),), SearchParameters with an IDSelectorBitmap over it)``, made once per
+        thread, index, size and parameters and reused: building the SWIG objects costs more than a small
+        IVF search. The caller fills the bitmap; each thread has its own."""
+        tls = self.__dict__.get("_tls") or self.__dict__.setdefault("_tls", threading.local())
+        cache = getattr(tls, "params", None)
+        if cache is None:
+            cache = tls.params = {}
+        key = (n_labels, tuple(sorted((params or {}).items())))
+        hit = cache.get(key)
+        if hit is None or hit[0] is not self._index:
+            if len(cache) > 16:
+                cache.clear()
+            bitmap = np.zeros((n_labels + 7) // 8, dtype=np.uint8)
+            selector = faiss.IDSelectorBitmap(n_labels, faiss.swig_ptr(bitmap))
+            sp = self._search_params(params, selector)
+            sp._annrec_keep = (bitmap, selector)
+            hit = cache[key] = (self._index, bitmap, sp)
+        return hit[1], hit[2]
 
     # -- persistence
     def _backend_save(self, file: Path) -> None:
