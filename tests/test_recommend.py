@@ -168,3 +168,15 @@ def test_served_indexes_on_movielens_recommend_what_exact_search_does():
     low = np.mean([len({r.item_id for r in exact.recommend(u, 10)}
                        & {r.item_id for r in hnsw.recommend(u, 10, params={"ef": 10})}) / 10 for u in users])
     assert overlap >= 0.9 and overlap >= low
+
+
+def test_default_query_parameters_reach_the_filtered_search():
+    emb = _toy(n_items=2000)
+    index = build_index(emb.vectors, emb.ids, "ip", backend="faiss", factory="IVF32,Flat", nprobe=1)
+    rec = Recommender(emb, index)
+    narrow = [[r.item_id for r in rec.recommend(u, 10)] for u in range(20)]
+    index.set_query_params(nprobe=32)  # all lists: exact
+    wide = [[r.item_id for r in rec.recommend(u, 10)] for u in range(20)]
+    assert wide == [_exact_unseen(emb, u, 10) for u in range(20)]
+    assert narrow != wide
+    assert [[r.item_id for r in rec.recommend(u, 10, params={"nprobe": 1})] for u in range(20)] == narrow

@@ -5,12 +5,14 @@ were trained on (each user's last 20 % of events by timestamp are the test set);
 user, the top ``k`` items by inner product (maximum inner product search, the artifact's metric)
 among the items the user did not see in training; Recall@k and NDCG@k as in :mod:`annrec.metrics`.
 
-Recommendations are computed the way a recommender serves them: one user per request, one thread
-(ANN-Benchmarks' single-query mode); the index is asked for ``k + |seen(u)|`` neighbours of the user
-vector, the seen items are dropped and the first ``k`` kept. That is exact top-k-unseen for exact
-search and the index's approximation otherwise. Only the index calls are timed (QPS = users / total
-search time, best of ``runs``). Each configuration also reports ``overlap@k``: the mean fraction of
-the exact top-k list it returns.
+Recommendations are computed the way they are served: one user per request, one thread
+(ANN-Benchmarks' single-query mode), through :meth:`annrec.recommend.Recommender.recommend` over the
+configuration's annrec index — the same call the CLI and the HTTP route make, the seen items of the
+split's training part excluded inside the index search. Exact search is annrec's FAISS ``Flat`` index
+through the same path. Other libraries' adapters (not served by annrec) are asked for
+``k + |seen(u)|`` neighbours, the seen items dropped. Only the recommendation calls are timed (QPS =
+users / total time, best of ``runs``). Each configuration also reports ``overlap@k``: the mean
+fraction of the exact top-k list it returns.
 
 The Embeddings should be trained on the *train* part of that split (``annrec train als --fit-on
 train``); an artifact trained on all events has seen the test items and its figures are optimistic
@@ -137,10 +139,33 @@ def load_rec_task(embeddings: str | os.PathLike, *, dataset: str | None = None,
     return RecTask(emb.vectors, emb.metric, queries, seen, relevant, len(test_users), info)
 
 
+def _served(algo, task: RecTask):
+    """A :class:`~annrec.recommend.Recommender` over ``algo``'s annrec index (item ids = item rows, user ids
+    = test-user positions, seen items = the split's training part), or ``None`` for other libraries."""
+    import scipy.sparse as sp
+
+    from annrec.embeddings import Embeddings
+    from annrec.index import Index
+    from annrec.recommend import Recommender
+
+    index = getattr(algo, "index", None)
+    if not isinstance(index, Index):
+        return None
+    lengths = [len(s) for s in task.seen]
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    indices = np.concatenate(task.seen) if task.seen else np.empty(0, dtype=np.int64)
+    seen = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                         shape=(len(task.queries), len(task.vectors)))
+    emb = Embeddings(task.vectors, np.arange(len(task.vectors), dtype=np.int64), task.metric,
+                     queries=task.queries, query_ids=np.arange(len(task.queries), dtype=np.int64))
+    return Recommender(emb, index, seen=seen)
+
+
 def _recommend(algo, task: RecTask, k: int, runs: int) -> tuple[np.ndarray, float]:
-    """Top-k unseen item rows per user through ``algo`` (single-query mode), and the best total search time."""
+    """Top-k unseen item rows per user through ``algo`` (single-query mode), and the best total time."""
     n_items = len(task.vectors)
     have = task.info["has_vector"]
+    served = _served(algo, task)
     best, best_recs = np.inf, None
     perf = time.perf_counter
     for _ in range(runs):
@@ -150,14 +175,18 @@ def _recommend(algo, task: RecTask, k: int, runs: int) -> tuple[np.ndarray, floa
         for u in range(len(task.queries)):
             if not have[u]:
                 continue
-            seen = task.seen[u]
-            kk = min(n_items, k + len(seen))
-            q = task.queries[u]
-            t0 = perf()
-            r = algo.query(q, kk)
-            total += perf() - t0
-            r = np.asarray(r).ravel()
-            r = r[(r >= 0) & ~np.isin(r, seen)][:k]
+            if served is not None:
+                t0 = perf()
+                hits = served.recommend(u, k, threads=1)
+                total += perf() - t0
+                r = np.fromiter((h.item_id for h in hits), dtype=np.int64, count=len(hits))
+            else:
+                seen = task.seen[u]
+                t0 = perf()
+                r = algo.query(task.queries[u], min(n_items, k + len(seen)))
+                total += perf() - t0
+                r = np.asarray(r).ravel()
+                r = r[(r >= 0) & ~np.isin(r, seen)][:k]
             recs[u, :len(r)] = r
         if total < best:
             best, best_recs = total, recs
@@ -169,7 +198,7 @@ def rec_benchmark(task: RecTask, definitions: Iterable[Definition], results_path
                   log: Callable[[str], None] = print) -> list[dict]:
     """Recall@k / NDCG@k of the recommendations and QPS, for exact search and every index configuration.
 
-    The exact reference (``bruteforce-blas``) always runs first. One JSON line per (build, query
+    The exact reference (annrec's FAISS ``Flat`` index) always runs first. One JSON line per (build, query
     arguments) is appended to ``results_path``; finished ones are skipped unless ``force``.
 
     Returns:
@@ -183,8 +212,8 @@ def rec_benchmark(task: RecTask, definitions: Iterable[Definition], results_path
     machine = machine_info()
     info = {a: b for a, b in task.info.items() if a != "has_vector"}
     ident = (info["embeddings"], info["data_hash"], info["dataset"], info["split"], info["test_users"], k)
-    defs = [Definition("exact", "bruteforce-blas", {}, [{}], ("single",))]
-    defs += [d for d in definitions if d.algorithm != "bruteforce-blas"]
+    defs = [Definition("exact", "annrec-faiss", {"factory": "Flat"}, [{}], ("single",))]
+    defs += [d for d in definitions if d.label != "exact"]
     gc.collect()
     gc.freeze()  # see runner.run_benchmark: cheap collections before the timed passes
     try:

@@ -284,13 +284,13 @@ class FaissIndex(Index):
 
     def _filtered_params(self, params: dict[str, Any] | None, n_labels: int):
         """``(bitmap uint8 (ceil(n/8),), SearchParameters with an IDSelectorBitmap over it)``, made once per
-        thread, index, size and parameters and reused: building the SWIG objects costs more than a small
+        thread, index, size, per-call parameters and default query parameters, and reused: building the SWIG objects costs more than a small
         IVF search. The caller fills the bitmap; each thread has its own."""
         tls = self.__dict__.get("_tls") or self.__dict__.setdefault("_tls", threading.local())
         cache = getattr(tls, "params", None)
         if cache is None:
             cache = tls.params = {}
-        key = (n_labels, tuple(sorted((params or {}).items())))
+        key = (n_labels, tuple(sorted((params or {}).items())), self.params.get("nprobe"), self.params.get("efSearch"))
         hit = cache.get(key)
         if hit is None or hit[0] is not self._index:
             if len(cache) > 16:
