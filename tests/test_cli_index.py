@@ -44,8 +44,8 @@ def test_build_from_spec_sets_source_and_titles(emb_dir, hnsw_dir):
     idx = load_index(hnsw_dir)
     assert idx.backend == "hnswlib" and len(idx) == N and idx.dim == DIM and idx.metric == "ip"
     assert idx.params["M"] == 16 and idx.params["ef_construction"] == 200 and idx.params["ef"] == 64
-    assert idx.source == {"embeddings": str(emb_dir.resolve()), "embeddings_name": "vecs", "fingerprint": "f" * 64,
-                          "trainer": "mf", "dataset": "synthetic", "embeddings_metric": "ip"}
+    assert idx.source == {"embeddings": str(emb_dir.resolve()), "embeddings_name": "vecs", "data_hash": "f" * 64,
+                          "embeddings_count": N, "trainer": "mf", "dataset": "synthetic", "embeddings_metric": "ip"}
     assert idx.items[4]["title"] == "Film 4 [4]"
 
 

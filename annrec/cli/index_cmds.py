@@ -76,8 +76,8 @@ def folder_bytes(path: Path) -> int:
 def build_from_embeddings(emb, emb_path: Path, spec, *, copy_items: bool = True):
     """Build an index of ``spec`` over the item vectors of ``emb`` and fill in its provenance.
 
-    ``index.source`` = ``{"embeddings": absolute path, "embeddings_name": folder name, "fingerprint": the
-    manifest's data hash (when any), "trainer": ..., "dataset": ...}`` — what ``annrec serve`` uses to
+    ``index.source`` = ``{"embeddings": absolute path, "embeddings_name": folder name, "data_hash": the
+    manifest's data hash (when any), "embeddings_count": items, "trainer": ..., "dataset": ...}`` — what ``annrec serve`` uses to
     find the embeddings (user vectors, seen items) of an index. Item metadata (titles, genres) is
     copied into the index when there are at most a million items.
 
@@ -90,7 +90,8 @@ def build_from_embeddings(emb, emb_path: Path, spec, *, copy_items: bool = True)
     index = build_index(emb.vectors, emb.ids, metric, backend=spec.backend, **spec.params)
     m = emb.manifest
     index.source = {"embeddings": str(Path(emb_path).resolve()), "embeddings_name": Path(emb_path).resolve().name,
-                    "fingerprint": m.get("fingerprint") or m.get("data_hash"), "trainer": m.get("trainer"),
+                    "data_hash": m.get("data_hash") or m.get("fingerprint"), "embeddings_count": len(emb),
+                    "trainer": m.get("trainer"),
                     "dataset": m.get("dataset"), "embeddings_metric": emb.metric}
     if copy_items and emb.items and len(emb.items) <= 1_000_000:
         index.items = dict(emb.items)

@@ -47,22 +47,6 @@ def _int_list(text: str, name: str) -> list[int]:
     return vals
 
 
-def index_recommender(index, query_vectors: np.ndarray, item_ids: np.ndarray, params: dict | None = None):
-    """A :func:`annrec.metrics.evaluate_topn` recommender that searches ``index`` with ``[p_u, 1]`` and
-    denies the user's training items (``denied_ids``); results are mapped back to item indices."""
-    pos = {v: i for i, v in enumerate(item_ids.tolist())}
-
-    def recommend(users: np.ndarray, k: int, seen: list[np.ndarray]) -> np.ndarray:
-        out = np.full((len(users), k), -1, dtype=np.int64)
-        for row, (u, s) in enumerate(zip(users.tolist(), seen)):
-            ids, _ = index.search(query_vectors[u], k, params=params, denied_ids=item_ids[s] if len(s) else None,
-                                  threads=1)
-            out[row] = [pos.get(i, -1) if i is not None else -1 for i in ids[0].tolist()]
-        return out
-
-    return recommend
-
-
 def exact_neighbours(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
     """Row indices of the exact top-``k`` inner products, ``(nq, k)`` int64 (ground truth)."""
     from annrec.metrics import top_k_excluding
@@ -100,7 +84,7 @@ def run_quickstart(dataset: str = "ml-latest-small", data_dir: Path | None = Non
                                      topn_protocol)
     from annrec.index.spec import IndexSpec
     from annrec.metrics import evaluate_topn
-    from annrec.recommend import Recommender
+    from annrec.recommend import Recommender, topn_recommend_fn
     from annrec.train.mf import MatrixFactorization
 
     t_start = time.perf_counter()
@@ -168,7 +152,7 @@ def run_quickstart(dataset: str = "ml-latest-small", data_dir: Path | None = Non
     qv = mf.query_vectors()
     through = {}
     for name, index in indexes.items():
-        through[name] = evaluate_topn(index_recommender(index, qv, train.item_ids), train, test, k)
+        through[name] = evaluate_topn(topn_recommend_fn(Recommender(emb, index), qv, train.item_ids), train, test, k)
     table = {"mf (exact)": topn_fig["table"]["mf"]}
     for name, m in through.items():
         label = f"mf via {name} (" + ("ef=64" if "hnsw" in name else "nprobe=8") + ")"
@@ -221,13 +205,13 @@ def run_quickstart(dataset: str = "ml-latest-small", data_dir: Path | None = Non
     console.print(f"user {user} rated {mine.n_events} movies; highest: " + "; ".join(liked), highlight=False,
                   markup=False)
     console.print(results_table([r.item_id for r in recs], [r.score for r in recs],
-                                {r.item_id: r.item for r in recs if r.item},
+                                {r.item_id: r.metadata for r in recs if r.metadata},
                                 f"top {k} for user {user} through mf-hnsw (rated movies excluded)"))
     report["example"] = {"user": user, "results": [{"id": r.item_id, "score": round(r.score, 4),
-                                                    "title": (r.item or {}).get("title")} for r in recs]}
+                                                    "title": (r.metadata or {}).get("title")} for r in recs]}
     report["timings_seconds"] = {kk: round(v, 2) for kk, v in timings.items()}
     report["seconds"] = round(time.perf_counter() - t_start, 2)
-    console.print(f"quickstart finished in {report['seconds']:.1f} s. Next: annrec recommend {user} --model "
+    console.print(f"quickstart finished in {report['seconds']:.1f} s. Next: annrec recommend {user} --embeddings "
                   f"{out / 'mf'} --index {out / 'mf-hnsw'}   |   annrec serve --model-dir {out}", highlight=False,
                   markup=False)
     return report
@@ -259,4 +243,4 @@ def quickstart(
     write_json_report(json_path, report)
 
 
-__all__ = ["quickstart", "run_quickstart", "recall_qps", "index_recommender", "exact_neighbours"]
+__all__ = ["quickstart", "run_quickstart", "recall_qps", "exact_neighbours"]

@@ -5,7 +5,8 @@ The CLI (``annrec recommend / similar / recommend-next``), every HTTP route, ``a
 ``annrec bench rec`` call :class:`Recommender`, so what is benchmarked is what is served.
 """
 
+from annrec.recommend.evaluation import topn_recommend_fn
 from annrec.recommend.pairing import check_pairing
 from annrec.recommend.recommender import Recommendation, Recommender, encode_with
 
-__all__ = ["Recommender", "Recommendation", "check_pairing", "encode_with"]
+__all__ = ["Recommender", "Recommendation", "check_pairing", "encode_with", "topn_recommend_fn"]
