@@ -144,7 +144,7 @@ def test_bad_input_is_rejected_with_clear_messages(tmp_path):
             index.search(Q, k)
     with pytest.raises(InputError, match="larger than the 2000 items"):
         index.search(Q, 2001)
-    with pytest.raises(InputError, match="unknown query parameter 'ef' for the faiss"):
+    with pytest.raises(InputError, match="ef \\(efSearch\\) applies to an HNSW index"):
         index.search(Q, 5, params={"ef": 10})
     with pytest.raises(InputError, match="duplicates"):
         build_index(X[:3], [1, 1, 2], "l2")

@@ -180,3 +180,14 @@ def test_default_query_parameters_reach_the_filtered_search():
     assert wide == [_exact_unseen(emb, u, 10) for u in range(20)]
     assert narrow != wide
     assert [[r.item_id for r in rec.recommend(u, 10, params={"nprobe": 1})] for u in range(20)] == narrow
+
+
+def test_ef_is_one_name_for_hnswlib_and_faiss_hnsw():
+    emb = _toy(n_items=3000)
+    faiss_hnsw = build_index(emb.vectors, emb.ids, "ip", backend="faiss", factory="HNSW8")
+    q = emb.queries[:20]
+    assert (faiss_hnsw.search(q, 10, params={"ef": 64})[0] == faiss_hnsw.search(q, 10, params={"efSearch": 64})[0]).all()
+    faiss_hnsw.set_query_params(ef=300)
+    assert faiss_hnsw.params["efSearch"] == 300
+    with pytest.raises(InputError, match="unknown query parameter 'nprobe'"):
+        build_index(emb.vectors, emb.ids, "ip", backend="hnswlib").search(q, 10, params={"nprobe": 3})

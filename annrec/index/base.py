@@ -68,6 +68,9 @@ class Index(ABC):
     file_name: ClassVar[str]
     #: query-time parameters this backend understands (e.g. ``ef``; ``nprobe``, ``efSearch``).
     query_param_names: ClassVar[tuple[str, ...]]
+    #: other accepted spellings of query parameters -> the backend's name (FAISS takes ``ef`` for efSearch,
+    #: so ``ef`` is the one name of the HNSW search-list size in Python, on the CLI and over HTTP)
+    query_param_aliases: ClassVar[dict[str, str]] = {}
     #: True when the backend itself never returns deleted labels (hnswlib's mark_deleted)
     native_deletes: ClassVar[bool] = False
 
@@ -238,18 +241,20 @@ class Index(ABC):
 
     # ------------------------------------------------------------------ search
     def set_query_params(self, **params: Any) -> None:
-        """Set the default query-time parameters (``ef`` for hnswlib; ``nprobe`` / ``efSearch`` for FAISS).
+        """Set the default query-time parameters (``ef`` for hnswlib; ``nprobe`` / ``ef`` (= ``efSearch``) for FAISS).
 
         Raises:
             InputError: a parameter this backend does not know, or a non-positive value.
         """
-        self._check_query_params(params)
+        params = self._check_query_params(params)
         self.params.update(params)
         self._backend_set_query_params(params)
 
     def _check_query_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         if not params:
             return {}
+        if self.query_param_aliases and any(n in self.query_param_aliases for n in params):
+            params = {self.query_param_aliases.get(n, n): v for n, v in params.items()}
         for name, value in params.items():
             if name not in self.query_param_names:
                 raise InputError(f"unknown query parameter {name!r} for the {self.backend} backend: use "
@@ -265,7 +270,8 @@ class Index(ABC):
         Args:
             queries: float32 ``(nq, dim)`` (or one ``(dim,)`` vector).
             k: results per query, ``1 <= k <= len(self)``.
-            params: query-time parameters for this call (``{"ef": 128}``, ``{"nprobe": 16}``).
+            params: query-time parameters for this call (``{"ef": 128}``, ``{"nprobe": 16}``; FAISS HNSW
+                takes ``ef`` or its own name ``efSearch``).
             allowed_ids: only these external ids may be returned (unknown ids are ignored).
             denied_ids: these external ids are never returned.
             threads: threads for a batch (``None``: all cores; 1: the single-query protocol).
@@ -295,7 +301,7 @@ class Index(ABC):
         q = as_matrix(queries, dim=self.dim, name="queries")
         k = check_k(k, limit=len(self._label))
         if params:
-            self._check_query_params(params)
+            params = self._check_query_params(params)
         if self.metric == "cosine":
             q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)
         if allowed_ids is None and denied_ids is not None:

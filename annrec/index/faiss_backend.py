@@ -77,6 +77,7 @@ class FaissIndex(Index):
     backend = "faiss"
     file_name = "index.faiss"
     query_param_names = ("nprobe", "efSearch")
+    query_param_aliases = {"ef": "efSearch"}
 
     def __init__(self, dim: int, metric: str, **params: Any) -> None:
         unknown = set(params) - set(_BUILD_PARAMS)
@@ -176,6 +177,21 @@ class FaissIndex(Index):
             if self.params.get(name) is not None and self._has_param(name):
                 ps.set_index_parameter(self._index, name, int(self.params[name]))
         self._maybe_to_gpu()
+
+    def _check_query_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        params = super()._check_query_params(params)
+        for name in params:
+            if not self._applies(name):
+                what = "an IVF" if name == "nprobe" else "an HNSW"
+                raise InputError(f"query parameter {'ef (efSearch)' if name == 'efSearch' else name} applies to "
+                                 f"{what} index; this FAISS index is {self.params.get('factory')!r}")
+        return params
+
+    def _applies(self, name: str) -> bool:
+        cached = getattr(self, "_applies_cache", None)
+        if cached is None or cached[0] is not self._index:
+            cached = self._applies_cache = (self._index, {n: self._has_param(n) for n in ("nprobe", "efSearch")})
+        return cached[1][name]
 
     def _has_param(self, name: str) -> bool:
         if name == "nprobe":
