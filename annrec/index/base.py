@@ -10,17 +10,7 @@ returns squared Euclidean distances (lower is better) — the same numbers FAISS
 slot that could not be filled (fewer than ``k`` items allowed) holds id ``-1`` (integer ids) or
 ``None`` (string ids) and score ``nan``.
 
-Folder format (``DESIGN.md``, "Artifacts")::
-
-    manifest.json   kind "annrec.index", format_version, backend, metric, dim, count, params, source
-    index.faiss | index.hnsw   the backend's own file (faiss.write_index / hnswlib save_index)
-    ids.json        external id of every label (deleted ones included)
-    deleted.npy     bool (n_labels,) deletion marks
-    vectors.npy     float32 (n_labels, dim) the stored vectors (normalised for cosine); used for exact
-                    fallbacks on small allow-lists, reconstruction and re-building
-    items.json      optional metadata per external id (e.g. titles)
-
-Written with :func:`annrec._io.atomic_dir`: a crash during ``save`` leaves the previous folder intact.
+The folder format is in :mod:`annrec.index.folder`. Written with :func:`annrec._io.atomic_dir`: a crash during ``save`` leaves the previous folder intact.
 """
 
 from __future__ import annotations
@@ -35,12 +25,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from annrec._io import atomic_dir, write_json
 from annrec._validate import as_matrix, check_k, check_metric, normalize_ids
-from annrec.embeddings import _coerce_id, library_versions, read_manifest
-from annrec.errors import ArtifactError, InputError, UnknownIdError
+from annrec.embeddings import _coerce_id, library_versions
+from annrec.errors import InputError, UnknownIdError
 
-KIND = "annrec.index"
+from annrec.index.folder import KIND
 FORMAT_VERSION = 1
 
 # Allow-lists no larger than this are answered by exact search over their stored vectors: cheaper and
@@ -453,72 +442,23 @@ class Index(ABC):
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": library_versions()}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the index folder atomically (temporary folder + rename); returns its path."""
-        path = Path(path)
-        with self._write_lock, atomic_dir(path) as tmp:
-            self._backend_save(tmp / self.file_name)
-            write_json(tmp / "ids.json", self._ext.tolist())
-            np.save(tmp / "deleted.npy", self._deleted)
-            np.save(tmp / "vectors.npy", self._vectors)
-            if self.items:
-                write_json(tmp / "items.json", {str(k): v for k, v in self.items.items()})
-            write_json(tmp / "manifest.json", self.manifest())
-        return path
+        """Write the index folder atomically (temporary folder + rename); returns its path
+        (:func:`annrec.index.folder.write_folder`)."""
+        from annrec.index.folder import write_folder
+
+        return write_folder(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Index:
-        """Read an index folder written by :meth:`save`.
+        """Read an index folder written by :meth:`save` (:func:`annrec.index.folder.read_folder`).
 
         Raises:
             DataNotFoundError: no such folder.
             ArtifactError: not an index, another backend's folder, a newer format, or missing/corrupt files.
         """
-        import json
+        from annrec.index.folder import read_folder
 
-        path = Path(path)
-        manifest = read_manifest(path, KIND)
-        if manifest.get("backend") != cls.backend:
-            raise ArtifactError(f"{path} holds a {manifest.get('backend')!r} index, not a {cls.backend!r} one: "
-                                f"load it with annrec.index.load_index, which picks the backend")
-        try:
-            index = cls(manifest["dim"], manifest["metric"], **manifest.get("params", {}))
-            ext = json.loads((path / "ids.json").read_text())
-            index._deleted = np.load(path / "deleted.npy")
-            index._n_deleted = int(index._deleted.sum())
-            # ids.json keeps the ids of deleted labels too, so an upserted id appears twice: only the live
-            # ids must be unique (checked by normalize_ids); the full array keeps the same id type.
-            if len(index._deleted) != len(ext):
-                raise ArtifactError(f"{path}: ids and deletion marks disagree in length; rebuild the index")
-            if not ext:
-                index._ext = np.empty(0, dtype=np.int64)
-            else:
-                kinds = normalize_ids(list(dict.fromkeys(ext)))  # id type checks, repeats allowed
-                live = [e for e, d in zip(ext, index._deleted.tolist()) if not d]
-                if live:
-                    normalize_ids(live)  # live ids are unique
-                index._ext = np.asarray(ext, dtype=np.int64 if kinds.dtype.kind in "iu" else object)
-            index._vec_buf = np.load(path / "vectors.npy")
-            if len(index._deleted) != len(index._ext) or len(index._vectors) != len(index._ext):
-                raise ArtifactError(f"{path}: ids, deletion marks and vectors disagree in length; rebuild the index")
-            index._backend_load(path / index.file_name, len(index._ext))
-        except FileNotFoundError as e:
-            raise ArtifactError(f"index folder {path} is incomplete ({Path(e.filename).name} missing): "
-                                f"rebuild it with `annrec index build`") from None
-        except (KeyError, ValueError, RuntimeError) as e:
-            if isinstance(e, ArtifactError):
-                raise
-            raise ArtifactError(f"index folder {path} is corrupt ({e}): rebuild it with `annrec index build`") from None
-        int_ids = index._ext.dtype.kind in "iu"
-        index._ext_padded = np.concatenate([index._ext, np.array([-1] if int_ids else [None],
-                                                                  dtype=index._ext.dtype if int_ids else object)])
-        index._identity_ids = int_ids and bool((index._ext == np.arange(len(index._ext))).all())
-        index._label = {e: i for i, (e, d) in enumerate(zip(index._ext.tolist(), index._deleted.tolist())) if not d}
-        if (path / "items.json").exists():
-            raw = json.loads((path / "items.json").read_text())
-            index.items = {(int(k) if int_ids else k): v for k, v in raw.items()}
-        index.source = manifest.get("source", {})
-        index.build_seconds = manifest.get("build_seconds")
-        return index
+        return read_folder(cls, path)
 
     # ------------------------------------------------------------------ backend hooks
     @abstractmethod

@@ -1,0 +1,99 @@
+"""The index folder on disk: written atomically, read back with every consistency check.
+
+Folder format (``docs/design.md``, "Artifacts")::
+
+    manifest.json   kind "annrec.index", format_version, backend, metric, dim, count, params, source
+    index.faiss | index.hnsw   the backend's own file (faiss.write_index / hnswlib save_index)
+    ids.json        external id of every label (deleted ones included)
+    deleted.npy     bool (n_labels,) deletion marks
+    vectors.npy     float32 (n_labels, dim) the stored vectors (normalised for cosine)
+    items.json      optional metadata per external id (e.g. titles)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from annrec._io import atomic_dir, write_json
+from annrec._validate import normalize_ids
+from annrec.embeddings import read_manifest
+from annrec.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from annrec.index.base import Index
+
+KIND = "annrec.index"
+
+
+def write_folder(index: Index, path: str | os.PathLike) -> Path:
+    """Write ``index`` to the folder ``path`` atomically (temporary folder + rename); returns the path."""
+    path = Path(path)
+    with index._write_lock, atomic_dir(path) as tmp:
+        index._backend_save(tmp / index.file_name)
+        write_json(tmp / "ids.json", index._ext.tolist())
+        np.save(tmp / "deleted.npy", index._deleted)
+        np.save(tmp / "vectors.npy", index._vectors)
+        if index.items:
+            write_json(tmp / "items.json", {str(k): v for k, v in index.items.items()})
+        write_json(tmp / "manifest.json", index.manifest())
+    return path
+
+
+def read_folder(cls: type[Index], path: str | os.PathLike) -> Index:
+    """Read an index folder written by :func:`write_folder` into a new ``cls`` instance.
+
+    Raises:
+        DataNotFoundError: no such folder.
+        ArtifactError: not an index, another backend's folder, a newer format, or missing/corrupt files.
+    """
+    import json
+
+    path = Path(path)
+    manifest = read_manifest(path, KIND)
+    if manifest.get("backend") != cls.backend:
+        raise ArtifactError(f"{path} holds a {manifest.get('backend')!r} index, not a {cls.backend!r} one: "
+                            f"load it with annrec.index.load_index, which picks the backend")
+    try:
+        index = cls(manifest["dim"], manifest["metric"], **manifest.get("params", {}))
+        ext = json.loads((path / "ids.json").read_text())
+        index._deleted = np.load(path / "deleted.npy")
+        index._n_deleted = int(index._deleted.sum())
+        # ids.json keeps the ids of deleted labels too, so an upserted id appears twice: only the live
+        # ids must be unique (checked by normalize_ids); the full array keeps the same id type.
+        if len(index._deleted) != len(ext):
+            raise ArtifactError(f"{path}: ids and deletion marks disagree in length; rebuild the index")
+        if not ext:
+            index._ext = np.empty(0, dtype=np.int64)
+        else:
+            kinds = normalize_ids(list(dict.fromkeys(ext)))  # id type checks, repeats allowed
+            live = [e for e, d in zip(ext, index._deleted.tolist()) if not d]
+            if live:
+                normalize_ids(live)  # live ids are unique
+            index._ext = np.asarray(ext, dtype=np.int64 if kinds.dtype.kind in "iu" else object)
+        index._vec_buf = np.load(path / "vectors.npy")
+        if len(index._deleted) != len(index._ext) or len(index._vectors) != len(index._ext):
+            raise ArtifactError(f"{path}: ids, deletion marks and vectors disagree in length; rebuild the index")
+        index._backend_load(path / index.file_name, len(index._ext))
+    except FileNotFoundError as e:
+        raise ArtifactError(f"index folder {path} is incomplete ({Path(e.filename).name} missing): "
+                            f"rebuild it with `annrec index build`") from None
+    except (KeyError, ValueError, RuntimeError) as e:
+        if isinstance(e, ArtifactError):
+            raise
+        raise ArtifactError(f"index folder {path} is corrupt ({e}): rebuild it with `annrec index build`") from None
+    int_ids = index._ext.dtype.kind in "iu"
+    index._ext_padded = np.concatenate([index._ext, np.array([-1] if int_ids else [None],
+                                                              dtype=index._ext.dtype if int_ids else object)])
+    index._identity_ids = int_ids and bool((index._ext == np.arange(len(index._ext))).all())
+    index._label = {e: i for i, (e, d) in enumerate(zip(index._ext.tolist(), index._deleted.tolist())) if not d}
+    if (path / "items.json").exists():
+        raw = json.loads((path / "items.json").read_text())
+        index.items = {(int(k) if int_ids else k): v for k, v in raw.items()}
+    index.source = manifest.get("source", {})
+    index.build_seconds = manifest.get("build_seconds")
+    return index
+
