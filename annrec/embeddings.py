@@ -141,15 +141,20 @@ class Embeddings:
         r = self.query_row_of(query_id)
         return self.ids[self.seen.indices[self.seen.indptr[r]:self.seen.indptr[r + 1]]]
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the artifact folder atomically; returns its path."""
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
+        """Write the artifact folder atomically; returns its path.
+
+        Raises:
+            InputError: ``path`` is a file or a folder that is not an Embeddings artifact (unless ``force``,
+                which moves that folder aside; see :func:`annrec._io.check_output_dir`).
+        """
         path = Path(path)
         manifest = dict(self.manifest)
         manifest.update(kind=KIND, format_version=FORMAT_VERSION, metric=self.metric, dim=self.dim,
                         count=len(self), n_queries=0 if self.queries is None else len(self.queries))
         manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         manifest.setdefault("versions", library_versions())
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, KIND, force=force) as tmp:
             np.save(tmp / "vectors.npy", self.vectors)
             write_json(tmp / "ids.json", self.ids.tolist())
             if self.queries is not None:

@@ -30,12 +30,29 @@ for _mod in _COMMAND_MODULES:
     importlib.import_module(f"annrec.cli.{_mod}")
 
 
+def _is_cli_library_error(e: BaseException, name: str) -> bool:
+    """True for click's exception ``name`` (or a subclass), from the installed click or the copy typer bundles."""
+    return any(c.__name__ == name and "click" in c.__module__ for c in type(e).__mro__)
+
+
+def _os_error_message(e: OSError) -> str:
+    import errno
+
+    what = e.strerror or str(e)
+    where = f" {e.filename}" if getattr(e, "filename", None) else ""
+    hint = {errno.ENOSPC: "free some space or write elsewhere", errno.EACCES: "check the permissions or write elsewhere",
+            errno.EROFS: "write to a writable folder", errno.EADDRINUSE: "choose another --port or stop the other "
+            "server"}.get(e.errno or 0, "check the path and try again")
+    return f"{what}{':' if where else ''}{where}: {hint}"
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: exit 0 on success, 2 on bad input or usage (one line, no traceback), 130 on
+    Ctrl-C."""
     from annrec.errors import AnnrecError
 
     try:
-        app(standalone_mode=False)
+        result = app(standalone_mode=False)
     except AnnrecError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
@@ -44,12 +61,18 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except OSError as e:
+        console.print(f"[bold red]error:[/] {_os_error_message(e)}", highlight=False, markup=False)
+        sys.exit(2)
+    except Exception as e:
+        if _is_cli_library_error(e, "Abort"):  # Ctrl-C inside the CLI library (it turns it into Abort)
+            console.print("[yellow]interrupted[/]")
+            sys.exit(130)
+        if _is_cli_library_error(e, "ClickException"):  # usage errors: its own short message
             e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
+            sys.exit(2 if _is_cli_library_error(e, "UsageError") else e.exit_code)
         raise
+    if isinstance(result, int) and result:
+        if result == 130:  # typer turns Ctrl-C into exit code 130
+            console.print("[yellow]interrupted[/]")
+        sys.exit(result)

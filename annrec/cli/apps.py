@@ -32,8 +32,22 @@ def write_json_report(path: Path | None, figures: dict[str, Any]) -> None:
     console.print(f"figures written to {path}")
 
 
+def _check_json(value: Path | None) -> Path | None:
+    from annrec._io import check_output_file
+
+    check_output_file(value)
+    return value
+
+
 def json_option() -> Any:
-    return typer.Option(None, "--json", help="Also write the figures as JSON to this path.")
+    """``--json PATH``: also write the figures as JSON; checked for writability before any work starts."""
+    return typer.Option(None, "--json", help="Also write the figures as JSON to this path.", callback=_check_json)
+
+
+def force_option() -> Any:
+    """``--force``: let ``--out`` name a folder that is not an artifact of this kind (it is moved aside)."""
+    return typer.Option(False, "--force", help="If --out names a folder that is not an artifact of this kind, move "
+                        "it aside (renamed to <name>.old-<time>, never deleted) instead of refusing.")
 
 
 def embeddings_option(help: str = "Embeddings folder (from `annrec train ...`).") -> Any:
@@ -65,4 +79,4 @@ def resolve_deprecated(value: Any, old_value: Any, flag: str, old_flag: str, *, 
 
 
 __all__ = ["app", "train_app", "index_app", "bench_app", "console", "err_console", "write_json_report",
-           "json_option", "json", "embeddings_option", "deprecated_option", "resolve_deprecated"]
+           "json_option", "force_option", "json", "embeddings_option", "deprecated_option", "resolve_deprecated"]

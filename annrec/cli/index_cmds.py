@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from annrec.cli.apps import console, index_app, json_option, write_json_report
+from annrec.cli.apps import console, force_option, index_app, json_option, write_json_report
 from annrec.errors import InputError
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -109,12 +109,17 @@ def index_build(
                                            "overrides the spec."),
     metric: str | None = typer.Option(None, "--metric", help="ip, cosine or l2 (default: the spec's, else the "
                                       "embeddings' metric)."),
-    out: Path = typer.Option(..., "--out", help="Index folder to write (replaced atomically)."),
+    out: Path = typer.Option(..., "--out", help="Index folder to write (a previous index there is replaced "
+                             "atomically; any other folder is refused, see --force)."),
+    force: bool = force_option(),
     json_path: Path | None = json_option(),
 ) -> None:
     """Build an index (hnswlib or FAISS) over the item vectors of an Embeddings folder."""
+    from annrec._io import check_output_dir
     from annrec.embeddings import Embeddings
+    from annrec.index.folder import KIND
 
+    check_output_dir(out, KIND, force=force)
     s = resolve_spec(spec, backend, param, metric)
     emb = Embeddings.load(embeddings)
     with console.status(f"building {s.backend} index over {len(emb):,} vectors of dim {emb.dim}..."):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from annrec.cli.apps import app, console, json_option, write_json_report
+from annrec.cli.apps import app, console, force_option, json_option, write_json_report
 from annrec.errors import InputError
 
 HNSW_PARAMS = {"M": 16, "ef_construction": 200, "ef": 64}
@@ -72,6 +72,24 @@ def recall_qps(index, queries: np.ndarray, gt_ids: np.ndarray, k: int, params: d
     qps = reps * len(queries) / elapsed
     return {**params, f"recall@{k}": round(hits / gt_ids.size, 4),
             "qps": round(qps, 1), "latency_ms": round(1e3 / qps, 4)}
+
+
+def check_quickstart_out(out: Path, force: bool = False) -> None:
+    """Check before any work that ``out`` can hold the quickstart's three artifacts.
+
+    Raises:
+        InputError: ``out`` is a file, or ``out/mf``, ``out/mf-hnsw``, ``out/mf-ivf`` hold something other
+            than artifacts of their kind (unless ``force``: moved aside, never deleted).
+    """
+    from annrec._io import check_output_dir
+    from annrec.embeddings import KIND as EMB_KIND
+    from annrec.errors import InputError
+    from annrec.index.folder import KIND as INDEX_KIND
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is a file, not a folder: give another --out")
+    for name, kind in (("mf", EMB_KIND), ("mf-hnsw", INDEX_KIND), ("mf-ivf", INDEX_KIND)):
+        check_output_dir(out / name, kind, force=force)
 
 
 def run_quickstart(dataset: str = "ml-latest-small", data_dir: Path | None = None,
@@ -233,9 +251,11 @@ def quickstart(
     ef: str = typer.Option("10,20,40,80,160", "--ef", help="hnswlib ef values of the recall/QPS table."),
     nprobe: str = typer.Option("1,2,4,8,16,32", "--nprobe", help="FAISS nprobe values of the recall/QPS table."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show per-epoch progress bars."),
+    force: bool = force_option(),
     json_path: Path | None = json_option(),
 ) -> None:
     """Train MF on MovieLens, index it with HNSW and FAISS IVF, and report RMSE, Recall@10/NDCG@10 and recall/QPS."""
+    check_quickstart_out(out, force=force)
     report = run_quickstart(dataset=dataset, data_dir=data_dir, out=out,
                             params={"dim": dim, "epochs": epochs, "seed": seed, "threads": threads},
                             user=user, ef_values=tuple(_int_list(ef, "--ef")),

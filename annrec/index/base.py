@@ -441,12 +441,17 @@ class Index(ABC):
                 "build_seconds": self.build_seconds,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": library_versions()}
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
         """Write the index folder atomically (temporary folder + rename); returns its path
-        (:func:`annrec.index.folder.write_folder`)."""
+        (:func:`annrec.index.folder.write_folder`; an existing folder is replaced only when it is an index
+        artifact, or moved aside with ``force``).
+
+        Raises:
+            InputError: ``path`` is a file or a folder that is not an index artifact (without ``force``).
+        """
         from annrec.index.folder import write_folder
 
-        return write_folder(self, path)
+        return write_folder(self, path, force=force)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Index:

@@ -29,10 +29,15 @@ if TYPE_CHECKING:
 KIND = "annrec.index"
 
 
-def write_folder(index: Index, path: str | os.PathLike) -> Path:
-    """Write ``index`` to the folder ``path`` atomically (temporary folder + rename); returns the path."""
+def write_folder(index: Index, path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Write ``index`` to the folder ``path`` atomically (temporary folder + rename); returns the path.
+
+    Raises:
+        InputError: ``path`` is a file or a folder that is not an index artifact (unless ``force``, which moves
+            that folder aside; see :func:`annrec._io.check_output_dir`).
+    """
     path = Path(path)
-    with index._write_lock, atomic_dir(path) as tmp:
+    with index._write_lock, atomic_dir(path, KIND, force=force) as tmp:
         index._backend_save(tmp / index.file_name)
         write_json(tmp / "ids.json", index._ext.tolist())
         np.save(tmp / "deleted.npy", index._deleted)
