@@ -105,3 +105,15 @@ def test_ctrl_c_exits_130_and_leaves_nothing_half_written(tmp_path):
     assert p.returncode == 130, text
     assert "interrupted" in text and "Traceback" not in text
     assert not out.exists() and not [q for q in tmp_path.iterdir() if ".tmp-" in q.name]
+
+
+def test_serve_on_a_busy_port_is_one_error_line(tmp_path, emb_dir):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out = run("serve", "--model-dir", emb_dir.parent, "--port", port, "--insecure-no-auth", timeout=60)
+    assert code == 2, out
+    assert f"cannot listen on 127.0.0.1:{port}" in out and "Traceback" not in out

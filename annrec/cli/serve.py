@@ -11,6 +11,26 @@ import typer
 from annrec.cli.apps import app, console, err_console
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` once before starting the server, so a busy port is one clear error, not a log line.
+
+    Raises:
+        InputError: the address is in use or cannot be bound (permission, unknown host).
+    """
+    import socket
+
+    from annrec.errors import InputError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            hint = "choose another --port or stop the other server" if e.errno == 98 else "check --host and --port"
+            raise InputError(f"cannot listen on {host}:{port} ({e.strerror or e}): {hint}") from None
+
+
 @app.command("serve")
 def serve(
     model_dir: Path = typer.Option(None, "--model-dir", help="Folder holding Embeddings and Index artifacts "
@@ -59,6 +79,7 @@ def serve(
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.insecure_no_auth:
         err_console.print(f"[bold red]WARNING:[/] listening on {settings.host} without authentication",
                           highlight=False)
+    check_port_free(settings.host, settings.port)
     import uvicorn
 
     runtime = None
