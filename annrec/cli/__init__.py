@@ -23,6 +23,7 @@ _COMMAND_MODULES = [
     "train_mf",
     "index_cmds",
     "recommend_cmds",
+    "embeddings_cmds",
     "quickstart",
 ]
 
