@@ -220,10 +220,10 @@ def rec_benchmark(task: RecTask, definitions: Iterable[Definition], results_path
         _rec_sweep(task, defs, results_path, k, runs, force, done, ident, info, machine, log)
     finally:
         gc.unfreeze()
+    wanted = {_key("rec", ident, d.label, d.algorithm, d.build_args, qa) for d in defs for qa in d.query_args}
     latest: dict[str, dict] = {}
     for r in read_results(results_path):
-        if r.get("status") == "ok" and r.get("embeddings") == info["embeddings"] and r.get("count") == k \
-                and r.get("data_hash") == info["data_hash"] and r.get("test_users") == info["test_users"]:
+        if r.get("status") == "ok" and r.get("key") in wanted:  # this run's configurations only
             latest[r["key"]] = r
     return sorted(latest.values(), key=lambda r: (r["label"] != "exact", r["label"], r[f"overlap@{k}"], -r["qps"]))
 
