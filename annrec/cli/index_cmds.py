@@ -155,21 +155,22 @@ def query_params(index, ef: int | None, nprobe: int | None) -> dict[str, int] | 
             raise InputError(f"{name} must be a positive integer; got {v}")
     kind = index.backend
     factory = str(index.params.get("factory_resolved") or index.params.get("factory") or "")
+    has = getattr(index, "_has_param", lambda name: False)  # FAISS: looks through wrappers (RFlat, OPQ, …)
     if ef is not None:
         if kind == "hnswlib":
             out["ef"] = int(ef)
-        elif "HNSW" in factory:
+        elif has("efSearch"):
             out["efSearch"] = int(ef)
         else:
             raise InputError(f"--ef (efSearch) applies to HNSW indexes; this is a FAISS {factory!r} index"
-                             + (": use --nprobe" if "IVF" in factory else ""))
+                             + (": use --nprobe" if has("nprobe") else ""))
     if nprobe is not None:
-        if kind == "faiss" and "IVF" in factory:
+        if has("nprobe"):
             out["nprobe"] = int(nprobe)
         else:
             raise InputError(f"--nprobe applies to FAISS IVF indexes; this is a {kind} "
                              f"{factory + ' ' if factory else ''}index" + (": use --ef" if kind == "hnswlib" or
-                                                                           "HNSW" in factory else ""))
+                                                                           has("efSearch") else ""))
     return out or None
 
 

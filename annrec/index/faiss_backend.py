@@ -4,8 +4,10 @@
 ``"HNSW32"``, ``"OPQ16,IVF256,PQ16"``, …). ``{pq_m}`` is replaced by ``pq_m`` (default ``"auto"``: :func:`suggest_pq_m`), and
 ``{nlist}`` in the string is replaced by ``nlist``
 (default ``"auto"``: ``4·√n`` rounded to a power of two, halved until every list has at least 39
-training points, below which FAISS warns). Query-time parameters: ``nprobe`` (IVF lists probed, FAISS default 1)
-and ``efSearch`` (HNSW, FAISS default 16), passed per call through ``faiss.SearchParameters``.
+training points, below which FAISS warns). Query-time parameters: ``nprobe`` (IVF lists probed, FAISS default 1),
+``efSearch`` (HNSW, FAISS default 16; ``ef`` is accepted for it) and ``k_factor`` (re-ranking wrappers such as
+``RFlat``: candidates re-scored exactly = ``k_factor·k``), set on the index they belong to through any wrapper
+and passed per call through the matching ``faiss.SearchParameters`` subclass (:mod:`annrec.index.faiss_params`).
 ``ip`` uses ``METRIC_INNER_PRODUCT``; ``cosine`` is inner product on normalised vectors.
 
 ``mips_l2=True`` (metric ``ip`` only) answers maximum inner product search with an L2 index instead, by the
@@ -35,8 +37,9 @@ import numpy as np
 
 from annrec.errors import InputError
 from annrec.index.base import Index
+from annrec.index.faiss_params import Structure, apply_defaults, search_parameters, set_threads, walk
 
-_BUILD_PARAMS = ("factory", "nlist", "pq_m", "nprobe", "efSearch", "gpu", "train_size", "seed", "factory_resolved",
+_BUILD_PARAMS = ("factory", "nlist", "pq_m", "nprobe", "efSearch", "k_factor", "gpu", "train_size", "seed", "factory_resolved",
                  "mips_l2", "mips_max_norm")
 _NO_RESULT_IP = np.float32(-np.finfo(np.float32).max)  # what FAISS reports for a missing inner-product result
 
@@ -76,7 +79,7 @@ class FaissIndex(Index):
 
     backend = "faiss"
     file_name = "index.faiss"
-    query_param_names = ("nprobe", "efSearch")
+    query_param_names = ("nprobe", "efSearch", "k_factor")
     query_param_aliases = {"ef": "efSearch"}
 
     def __init__(self, dim: int, metric: str, **params: Any) -> None:
@@ -171,38 +174,39 @@ class FaissIndex(Index):
         self._index = index
         self._apply_defaults()
 
+    def _structure(self) -> Structure:
+        """The wrappers of the FAISS index and the indexes its query parameters belong to (cached per index
+        object: ``faiss.downcast_index`` is a SWIG round trip of several microseconds)."""
+        cached = self.__dict__.get("_struct")
+        if cached is None or cached[0] is not self._index:
+            cached = self._struct = (self._index, walk(self._index))
+        return cached[1]
+
     def _apply_defaults(self) -> None:
-        ps = faiss.ParameterSpace()
-        for name in ("nprobe", "efSearch"):
-            if self.params.get(name) is not None and self._has_param(name):
-                ps.set_index_parameter(self._index, name, int(self.params[name]))
+        apply_defaults(self._structure(), self.params)
         self._maybe_to_gpu()
 
     def _check_query_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         params = super()._check_query_params(params)
         for name in params:
-            if not self._applies(name):
-                what = "an IVF" if name == "nprobe" else "an HNSW"
+            if not self._has_param(name):
+                what = {"nprobe": "an IVF index", "efSearch": "an HNSW index",
+                        "k_factor": "a re-ranking index (RFlat, Refine(...))"}[name]
                 raise InputError(f"query parameter {'ef (efSearch)' if name == 'efSearch' else name} applies to "
-                                 f"{what} index; this FAISS index is {self.params.get('factory')!r}")
+                                 f"{what}; this FAISS index is {self.params.get('factory_resolved') or self.params.get('factory')!r}")
+        if "k_factor" in params and (isinstance(params["k_factor"], bool) or params["k_factor"] < 1):
+            raise InputError(f"k_factor must be >= 1; got {params['k_factor']!r}")
         return params
 
     def _overfetch_denied(self) -> bool:
         """IVF indexes take the deny-list as an ``IDSelectorBitmap``: their filtered scan costs the same as an
         unfiltered one for ``k + 30`` results, with less Python around it (``bench/seen_exclusion.py``);
         Flat and HNSW indexes over-fetch."""
-        return self._param_kinds()[1][0] != "ivf"
-
-    def _applies(self, name: str) -> bool:
-        cached = getattr(self, "_applies_cache", None)
-        if cached is None or cached[0] is not self._index:
-            cached = self._applies_cache = (self._index, {n: self._has_param(n) for n in ("nprobe", "efSearch")})
-        return cached[1][name]
+        return self._structure().kind != "ivf"
 
     def _has_param(self, name: str) -> bool:
-        if name == "nprobe":
-            return _find(self._index, faiss.IndexIVF) is not None
-        return _find(self._index, faiss.IndexHNSW) is not None
+        """True when the query parameter ``name`` (``nprobe``, ``efSearch``, ``k_factor``) applies to this index."""
+        return self._structure().has(name)
 
     def _maybe_to_gpu(self) -> None:
         self._gpu_index = None
@@ -229,56 +233,8 @@ class FaissIndex(Index):
         self._apply_defaults()
 
     # -- search
-    def _search_params(self, params: dict[str, Any] | None, selector) -> faiss.SearchParameters | None:
-        params = params or {}
-        nprobe = params.get("nprobe")
-        ef = params.get("efSearch")
-        if nprobe is None and ef is None and selector is None:
-            return None
-        outer, inner = self._param_kinds()
-        if outer == "pretransform":
-            inner_sp = self._params_for(inner, nprobe, ef, selector)
-            sp = faiss.SearchParametersPreTransform()
-            sp.index_params = inner_sp
-            sp.sel = selector
-            sp._keep = (inner_sp, selector)
-            return sp
-        return self._params_for(inner, nprobe, ef, selector)
-
-    def _param_kinds(self) -> tuple[str, tuple]:
-        """``(outer, (kind, index))`` of the search-parameter class the index takes, cached per index object
-        (``faiss.downcast_index`` is a SWIG round trip of several microseconds)."""
-        cached = getattr(self, "_kinds", None)
-        if cached is not None and cached[0] is self._index:
-            return cached[1]
-        index = self._index
-        outer = "plain"
-        if isinstance(index, faiss.IndexPreTransform):
-            outer, index = "pretransform", faiss.downcast_index(index.index)
-        else:
-            index = faiss.downcast_index(index)
-        kind = "ivf" if isinstance(index, faiss.IndexIVF) else "hnsw" if isinstance(index, faiss.IndexHNSW) else "plain"
-        self._kinds = (self._index, (outer, (kind, index)))
-        return self._kinds[1]
-
-    @staticmethod
-    def _params_for(inner: tuple, nprobe, ef, selector):
-        kind, index = inner
-        if kind == "ivf":
-            sp = faiss.SearchParametersIVF()
-            sp.nprobe = int(nprobe if nprobe is not None else index.nprobe)
-        elif kind == "hnsw":
-            sp = faiss.SearchParametersHNSW()
-            sp.efSearch = int(ef if ef is not None else index.hnsw.efSearch)
-        else:
-            sp = faiss.SearchParameters()
-        if selector is not None:
-            sp.sel = selector
-        return sp
-
     def _backend_search(self, q, k, params, mask, threads):
-        if threads != _current_threads:
-            _set_threads(threads)
+        set_threads(threads)
         if self._mips:
             qa = np.zeros((len(q), self._fdim), dtype=np.float32)
             qa[:, :-1] = q
@@ -299,7 +255,7 @@ class FaissIndex(Index):
             labels = np.empty((len(q), k), dtype=np.int64)
             self._index.search_c(len(q), faiss.swig_ptr(q), k, faiss.swig_ptr(scores), faiss.swig_ptr(labels), sp)
             return labels, scores
-        sp = self._search_params(params, None)
+        sp = search_parameters(self._structure(), params)
         target = self._index if self._gpu_index is None else self._gpu_index
         scores, labels = target.search(q, k, params=sp)
         return labels, scores
@@ -312,15 +268,16 @@ class FaissIndex(Index):
         cache = getattr(tls, "params", None)
         if cache is None:
             cache = tls.params = {}
-        key = (n_labels, tuple(sorted((params or {}).items())), self.params.get("nprobe"), self.params.get("efSearch"))
+        key = (n_labels, tuple(sorted((params or {}).items())),
+               *(self.params.get(n) for n in ("nprobe", "efSearch", "k_factor")))
         hit = cache.get(key)
         if hit is None or hit[0] is not self._index:
             if len(cache) > 16:
                 cache.clear()
             bitmap = np.zeros((n_labels + 7) // 8, dtype=np.uint8)
             selector = faiss.IDSelectorBitmap(n_labels, faiss.swig_ptr(bitmap))
-            sp = self._search_params(params, selector)
-            sp._annrec_keep = (bitmap, selector)
+            sp = search_parameters(self._structure(), params, selector)
+            sp._annrec_bitmap = (bitmap, selector)
             hit = cache[key] = (self._index, bitmap, sp)
         return hit[1], hit[2]
 
@@ -350,25 +307,6 @@ class FaissIndex(Index):
         holds ``dim + 1``-dimensional augmented vectors under the L2 metric)."""
         return self._index
 
-    @property
-    def on_gpu(self) -> bool:
-        """True when unfiltered searches run on GPU copies of the index."""
-        return self._gpu_index is not None
-
-
-_ALL_THREADS = faiss.omp_get_max_threads()
-_current_threads = _ALL_THREADS
-
-
-def _set_threads(threads: int | None) -> None:
-    """Set FAISS's OpenMP thread count for this search (``None``: all cores), only when it changes."""
-    global _current_threads
-    want = _ALL_THREADS if threads is None else int(threads)
-    if threads is None and _current_threads == _ALL_THREADS:
-        return
-    if want != _current_threads:
-        faiss.omp_set_num_threads(want)
-        _current_threads = want
 
 
 def _disable_polysemous_training(index) -> None:
@@ -380,12 +318,3 @@ def _disable_polysemous_training(index) -> None:
         index.do_polysemous_training = False
     if isinstance(index, faiss.IndexPreTransform):
         _disable_polysemous_training(index.index)
-
-
-def _find(index, cls):
-    index = faiss.downcast_index(index)
-    if isinstance(index, cls):
-        return index
-    if isinstance(index, faiss.IndexPreTransform):
-        return _find(index.index, cls)
-    return None
