@@ -86,3 +86,17 @@ def test_cosine_equals_inner_product_on_normalised_vectors():
     assert (ci == ii).all() and np.allclose(cs, is_, atol=1e-5)
     zero = cos.search(np.zeros((1, 32), dtype=np.float32), 3)[1]
     assert np.allclose(zero, 0.0)
+
+
+def test_hnsw_build_parameters_reach_faiss(tmp_path):
+    index = build_index(X[:2000], IDS[:2000], "l2", backend="faiss", factory="HNSW{M}", M=12, ef_construction=80)
+    inner = faiss.downcast_index(index.raw)
+    assert inner.hnsw.efConstruction == 80 and index.params["factory_resolved"] == "HNSW12"
+    loaded = type(index).load(index.save(tmp_path / "h"))
+    assert faiss.downcast_index(loaded.raw).hnsw.efConstruction == 80
+    assert build_index(X[:500], IDS[:500], "l2", backend="faiss", factory="HNSW8",
+                       efConstruction=64).raw.hnsw.efConstruction == 64  # FAISS's own spelling
+    with pytest.raises(InputError, match="needs a factory string with"):
+        build_index(X[:500], IDS[:500], "l2", backend="faiss", factory="HNSW32", M=16)
+    with pytest.raises(InputError, match="ef_construction applies to an HNSW index"):
+        build_index(X[:500], IDS[:500], "l2", backend="faiss", factory="Flat", ef_construction=100)

@@ -39,8 +39,10 @@ from annrec.errors import InputError
 from annrec.index.base import Index
 from annrec.index.faiss_params import Structure, apply_defaults, search_parameters, set_threads, walk
 
-_BUILD_PARAMS = ("factory", "nlist", "pq_m", "nprobe", "efSearch", "k_factor", "gpu", "train_size", "seed", "factory_resolved",
+_BUILD_PARAMS = ("factory", "nlist", "pq_m", "M", "ef_construction", "nprobe", "efSearch", "k_factor", "gpu", "train_size", "seed", "factory_resolved",
                  "mips_l2", "mips_max_norm")
+#: efConstruction of FAISS HNSW graphs (FAISS's own default: 40); see docs/bench.md for the measurement
+DEFAULT_EF_CONSTRUCTION = 40
 _NO_RESULT_IP = np.float32(-np.finfo(np.float32).max)  # what FAISS reports for a missing inner-product result
 
 
@@ -68,7 +70,9 @@ def gpu_available() -> bool:
 class FaissIndex(Index):
     """A FAISS index (from a factory string) behind the :class:`~annrec.index.base.Index` interface.
 
-    Params: ``factory`` (default ``"Flat"``), ``nlist`` (for ``{nlist}``), ``nprobe``, ``efSearch``,
+    Params: ``factory`` (default ``"Flat"``), ``nlist`` (for ``{nlist}``), ``M`` (for ``{M}``, HNSW graph degree),
+    ``ef_construction`` (HNSW build list size, default :data:`DEFAULT_EF_CONSTRUCTION`), ``nprobe``, ``efSearch``,
+    ``k_factor``,
     ``gpu`` (None = auto), ``train_size`` (max training vectors, default 256·nlist), ``seed``,
     ``mips_l2`` (metric ip through an L2 index, see the module docstring).
 
@@ -83,6 +87,8 @@ class FaissIndex(Index):
     query_param_aliases = {"ef": "efSearch"}
 
     def __init__(self, dim: int, metric: str, **params: Any) -> None:
+        if "efConstruction" in params:  # FAISS's own spelling
+            params["ef_construction"] = params.pop("efConstruction")
         unknown = set(params) - set(_BUILD_PARAMS)
         if unknown:
             raise InputError(f"unknown FAISS parameter(s) {sorted(unknown)}: use {', '.join(_BUILD_PARAMS)}")
@@ -110,6 +116,11 @@ class FaissIndex(Index):
             nlist = self.params.get("nlist", "auto")
             nlist = suggest_nlist(n) if nlist in (None, "auto") else int(nlist)
             factory = factory.replace("{nlist}", str(nlist))
+        if "{M}" in factory:
+            factory = factory.replace("{M}", str(int(self.params.get("M") or 32)))
+        elif self.params.get("M") is not None:
+            raise InputError(f"M={self.params['M']} needs a factory string with {{M}} (e.g. 'HNSW{{M}}'); "
+                             f"{factory!r} fixes the graph degree itself")
         if "{pq_m}" in factory:
             m = self.params.get("pq_m", "auto")
             factory = factory.replace("{pq_m}", str(suggest_pq_m(self.dim) if m in (None, "auto") else int(m)))
@@ -159,6 +170,11 @@ class FaissIndex(Index):
             raise InputError(f"FAISS cannot build {factory!r} for dim {self.dim}: {msg}. Check the factory string "
                              f"(e.g. PQm needs dim divisible by m)") from None
         _disable_polysemous_training(index)
+        hnsw = walk(index).owners.get("hnsw")
+        if hnsw is not None:  # FAISS's default is 40; hnswlib's and annrec's hnswlib preset use 200
+            hnsw.hnsw.efConstruction = int(self.params.get("ef_construction") or DEFAULT_EF_CONSTRUCTION)
+        elif self.params.get("ef_construction") is not None:
+            raise InputError(f"ef_construction applies to an HNSW index; {factory!r} has none")
         if not index.is_trained:
             m = re.search(r"IVF(\d+)", factory)
             nlist = int(m.group(1)) if m else 1
