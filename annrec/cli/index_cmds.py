@@ -111,6 +111,10 @@ def index_build(
                                       "embeddings' metric)."),
     out: Path = typer.Option(..., "--out", help="Index folder to write (a previous index there is replaced "
                              "atomically; any other folder is refused, see --force)."),
+    shards: int = typer.Option(1, "--shards", help="Split the index into this many ordinary index folders under "
+                               "--out (searched as one; see docs/scale-out.md)."),
+    partition: str = typer.Option("hash", "--partition", help="How ids are spread over --shards: hash (id mod S) "
+                                  "or range (contiguous blocks)."),
     force: bool = force_option(),
     json_path: Path | None = json_option(),
 ) -> None:
@@ -118,10 +122,14 @@ def index_build(
     from annrec._io import check_output_dir
     from annrec.embeddings import Embeddings
     from annrec.index.folder import KIND
+    from annrec.index.sharded import SHARDED_KIND
 
-    check_output_dir(out, KIND, force=force)
+    check_output_dir(out, SHARDED_KIND if shards > 1 else KIND, force=force)
     s = resolve_spec(spec, backend, param, metric)
     emb = Embeddings.load(embeddings)
+    if shards != 1:
+        _build_sharded(emb, embeddings, s, out, shards, partition, force, json_path)
+        return
     with console.status(f"building {s.backend} index over {len(emb):,} vectors of dim {emb.dim}..."):
         t0 = time.perf_counter()
         index = build_from_embeddings(emb, embeddings, s)
@@ -141,6 +149,31 @@ def index_build(
                                   "memory_bytes": index.memory_bytes(), "folder_bytes": size})
 
 
+def _build_sharded(emb, emb_path: Path, spec, out: Path, shards: int, partition: str, force: bool,
+                   json_path: Path | None) -> None:
+    from annrec.index import load_index
+    from annrec.index.sharded import build_sharded
+
+    m = emb.manifest
+    source = {"embeddings": str(Path(emb_path).resolve()), "embeddings_name": Path(emb_path).resolve().name,
+              "data_hash": m.get("data_hash") or m.get("fingerprint"), "embeddings_count": len(emb),
+              "trainer": m.get("trainer"), "dataset": m.get("dataset"), "embeddings_metric": emb.metric}
+    t0 = time.perf_counter()
+    with console.status(f"building {shards} {spec.backend} shards over {len(emb):,} vectors of dim {emb.dim}..."):
+        build_sharded(emb.vectors, emb.ids, spec.metric or emb.metric, out, shards=shards, partition=partition,
+                      backend=spec.backend, source=source, items=emb.items, force=force, **spec.params)
+    build_s = time.perf_counter() - t0
+    index = load_index(out)
+    console.print(f"built {shards} {spec.backend} shards in {out} ({partition} partition): {len(index):,} items "
+                  f"({', '.join(str(c) for c in index._counts)}), build {build_s:.2f} s", highlight=False,
+                  markup=False)
+    write_json_report(json_path, {"command": "index build", "out": str(out), "embeddings": str(emb_path),
+                                  "backend": spec.backend, "shards": shards, "partition": partition,
+                                  "counts": index._counts, "count": len(index), "build_seconds": round(build_s, 4),
+                                  "folder_bytes": folder_bytes(out)})
+    index.close()
+
+
 def query_params(index, ef: int | None, nprobe: int | None) -> dict[str, int] | None:
     """``--ef`` / ``--nprobe`` as the backend's query parameters (``ef`` for hnswlib; ``efSearch`` /
     ``nprobe`` for FAISS).
@@ -156,6 +189,8 @@ def query_params(index, ef: int | None, nprobe: int | None) -> dict[str, int] | 
     kind = index.backend
     factory = str(index.params.get("factory_resolved") or index.params.get("factory") or "")
     has = getattr(index, "_has_param", lambda name: False)  # FAISS: looks through wrappers (RFlat, OPQ, …)
+    if kind == "sharded":
+        kind = index.shard_backend
     if ef is not None:
         if kind == "hnswlib":
             out["ef"] = int(ef)

@@ -33,18 +33,30 @@ def build_index(vectors, ids, metric: str, backend: str = "hnswlib", **params: A
     return cls.build(vectors, ids, metric, **params)
 
 
-def load_index(path: str | os.PathLike) -> Index:
-    """Load an index folder, whatever its backend.
+def load_index(path: str | os.PathLike, backend: str = "local", **shard_options: Any):
+    """Load an index folder, whatever its backend; a sharded folder (``annrec index build --shards``) opens as
+    a :class:`~annrec.index.sharded.ShardedIndex` with its shards in this process (``backend="local"``) or
+    in Ray actors (``backend="ray"``).
 
     Raises:
         DataNotFoundError: no such folder. ArtifactError: not an index / unknown backend / newer format.
     """
+    import json
+
+    from annrec.index.sharded import SHARDED_KIND, load_sharded
+
+    try:
+        kind = json.loads((Path(path) / "manifest.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind == SHARDED_KIND:
+        return load_sharded(path, backend, **shard_options)
     manifest = read_manifest(Path(path), KIND)
-    backend = manifest.get("backend")
-    if backend not in BACKENDS:
-        raise ArtifactError(f"{path} was built with backend {backend!r}, which this annrec does not have "
+    index_backend = manifest.get("backend")
+    if index_backend not in BACKENDS:
+        raise ArtifactError(f"{path} was built with backend {index_backend!r}, which this annrec does not have "
                             f"({', '.join(BACKENDS)})")
-    return BACKENDS[backend].load(path)
+    return BACKENDS[index_backend].load(path)
 
 
 __all__ = ["Index", "FaissIndex", "HnswIndex", "BACKENDS", "build_index", "load_index", "gpu_available",

@@ -200,6 +200,10 @@ class Index(ABC):
             self._label.pop(ext_id, None)
         self._generation += 1
 
+    def coerce_id(self, ext_id):
+        """An id as this index stores it: a string from a URL or the CLI becomes an int on an integer-id index."""
+        return self._coerce(ext_id)
+
     def _coerce(self, ext_id):
         return _coerce_id(ext_id, self._ext) if len(self._ext) else ext_id
 

@@ -162,10 +162,11 @@ class Recommender:
         index = self.index
         limit = len(index)
         if allowed is not None:
-            allowed = np.asarray(allowed) if not isinstance(allowed, np.ndarray) else allowed
-            limit = index.count_live(allowed)
             if denied is not None and len(denied):
-                limit -= len(np.intersect1d(index.labels_of(allowed), index.labels_of(denied)))
+                gone = {index.coerce_id(i) for i in np.asarray(denied, dtype=object).tolist()}
+                limit = index.count_live([i for i in allowed if index.coerce_id(i) not in gone])
+            else:
+                limit = index.count_live(allowed)
         elif denied is not None and len(denied) and k + len(denied) > limit:  # else k fits whatever is denied
             limit -= index.count_live(denied)
         k = check_k(k, limit=max(limit, 0))
@@ -224,7 +225,7 @@ class Recommender:
             UnknownIdError: unknown item. InputError: ``k`` out of range, bad ``params``.
         """
         if item_id in self.index:
-            iid = self.index._coerce(item_id)
+            iid = self.index.coerce_id(item_id)
             q = self.index.get_vector(iid)[None, :]
         elif self.embeddings is not None:
             row = self.embeddings.row_of(item_id)
