@@ -520,6 +520,10 @@ class Index(ABC):
     def _backend_load(self, file: Path, n_labels: int) -> None:
         """Read the backend's own file."""
 
+    def _backend_verify(self, file: Path) -> None:
+        """Check the loaded backend file against the folder (element count, dimension, metric); raise
+        :class:`~annrec.errors.ArtifactError` naming ``file`` and what disagrees."""
+
     @abstractmethod
     def memory_bytes(self) -> int:
         """Approximate in-memory size of the backend index in bytes (excluding the stored vectors copy)."""

@@ -313,6 +313,14 @@ class FaissIndex(Index):
         self._index = index
         self._apply_defaults()
 
+    def _backend_verify(self, file: Path) -> None:
+        from annrec.errors import ArtifactError
+
+        if self._index.metric_type != self._faiss_metric:
+            want = "inner product" if self._faiss_metric == faiss.METRIC_INNER_PRODUCT else "L2"
+            raise ArtifactError(f"{file} uses another FAISS metric than the manifest's {self.metric!r} ({want}): "
+                                f"rebuild the index with `annrec index build`")
+
     def memory_bytes(self) -> int:
         """Size of the serialised FAISS index (``faiss.serialize_index``), close to its RAM footprint."""
         return int(faiss.serialize_index(self._index).nbytes)

@@ -70,7 +70,8 @@ def read_folder(cls: type[Index], path: str | os.PathLike) -> Index:
         # ids.json keeps the ids of deleted labels too, so an upserted id appears twice: only the live
         # ids must be unique (checked by normalize_ids); the full array keeps the same id type.
         if len(index._deleted) != len(ext):
-            raise ArtifactError(f"{path}: ids and deletion marks disagree in length; rebuild the index")
+            raise ArtifactError(f"{path}: deleted.npy has {len(index._deleted)} marks for {len(ext)} ids in "
+                                f"ids.json: rebuild the index with `annrec index build`")
         if not ext:
             index._ext = np.empty(0, dtype=np.int64)
         else:
@@ -80,9 +81,9 @@ def read_folder(cls: type[Index], path: str | os.PathLike) -> Index:
                 normalize_ids(live)  # live ids are unique
             index._ext = np.asarray(ext, dtype=np.int64 if kinds.dtype.kind in "iu" else object)
         index._vec_buf = np.load(path / "vectors.npy")
-        if len(index._deleted) != len(index._ext) or len(index._vectors) != len(index._ext):
-            raise ArtifactError(f"{path}: ids, deletion marks and vectors disagree in length; rebuild the index")
+        _check_consistent(path, index, manifest)
         index._backend_load(path / index.file_name, len(index._ext))
+        index._backend_verify(path / index.file_name)
     except FileNotFoundError as e:
         raise ArtifactError(f"index folder {path} is incomplete ({Path(e.filename).name} missing): "
                             f"rebuild it with `annrec index build`") from None
@@ -96,9 +97,31 @@ def read_folder(cls: type[Index], path: str | os.PathLike) -> Index:
     index._identity_ids = int_ids and bool((index._ext == np.arange(len(index._ext))).all())
     index._label = {e: i for i, (e, d) in enumerate(zip(index._ext.tolist(), index._deleted.tolist())) if not d}
     if (path / "items.json").exists():
-        raw = json.loads((path / "items.json").read_text())
+        try:
+            raw = json.loads((path / "items.json").read_text())
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object of id -> metadata")
+        except (ValueError, OSError) as e:
+            raise ArtifactError(f"{path / 'items.json'} is not valid item metadata ({e}): fix or delete the file, "
+                                f"or rebuild the index") from None
         index.items = {(int(k) if int_ids else k): v for k, v in raw.items()}
     index.source = manifest.get("source", {})
     index.build_seconds = manifest.get("build_seconds")
     return index
 
+
+def _check_consistent(path: Path, index: Index, manifest: dict) -> None:
+    """Every file of the folder agrees on the number of labels, the dimension and the id type."""
+    fix = "rebuild the index with `annrec index build`"
+    n = len(index._ext)
+    if index._deleted.ndim != 1 or len(index._deleted) != n:
+        raise ArtifactError(f"{path}: deleted.npy has {len(index._deleted)} marks for {n} ids in ids.json: {fix}")
+    vec = index._vec_buf
+    if vec.ndim != 2 or vec.shape[1] != index.dim:
+        raise ArtifactError(f"{path}: vectors.npy has shape {vec.shape} but the manifest says dim {index.dim}: {fix}")
+    if len(vec) != n:
+        raise ArtifactError(f"{path}: vectors.npy has {len(vec)} rows for {n} ids in ids.json: {fix}")
+    count = manifest.get("count")
+    if count is not None and int(count) != n - int(index._deleted.sum()):
+        raise ArtifactError(f"{path}: the manifest counts {count} items but ids.json and deleted.npy hold "
+                            f"{n - int(index._deleted.sum())}: {fix}")

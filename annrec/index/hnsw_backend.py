@@ -147,6 +147,15 @@ class HnswIndex(Index):
         idx.set_ef(int(self.params["ef"]))
         self._index = idx
 
+    def _backend_verify(self, file: Path) -> None:
+        from annrec.errors import ArtifactError
+
+        n, dim = int(self._index.get_current_count()), int(self._index.dim)
+        if n != len(self._ext) or dim != self.dim or self._index.space != self._space:
+            raise ArtifactError(f"{file} holds {n} vectors of dim {dim} in space {self._index.space!r} but the folder "
+                                f"has {len(self._ext)} ids of dim {self.dim} (space {self._space!r}): rebuild the "
+                                f"index with `annrec index build`")
+
     def memory_bytes(self) -> int:
         """hnswlib's own estimate: the size of its serialised index (data + link lists)."""
         return int(self._index.index_file_size())
