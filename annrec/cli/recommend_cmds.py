@@ -13,6 +13,13 @@ from annrec.cli.index_cmds import item_label, query_params, results_table
 from annrec.errors import InputError
 
 
+def filter_option():
+    """``--filter JSON``: a payload filter on item metadata (``must`` / ``should`` / ``must_not``)."""
+    return typer.Option(None, "--filter", help="Payload filter on item metadata, e.g. "
+                        "'{\"must\": [{\"key\": \"genres\", \"match\": {\"value\": \"Comedy\"}}]}' "
+                        "(match value/any, range gt/gte/lt/lte, is_null; see docs/service.md).")
+
+
 def open_recommender(model: Path, index_dir: Path | None):
     """``(Recommender, Embeddings, Index | None)`` for an Embeddings folder and an optional index folder.
 
@@ -79,6 +86,7 @@ def recommend(
                                       help="Leave out (default) or also recommend the items the user already rated."),
     ef: int | None = typer.Option(None, "--ef", help="efSearch of an HNSW index."),
     nprobe: int | None = typer.Option(None, "--nprobe", help="nprobe of a FAISS IVF index."),
+    filter: str | None = filter_option(),
     json_path: Path | None = json_option(),
     model: Path | None = deprecated_option("--model"),
 ) -> None:
@@ -86,7 +94,7 @@ def recommend(
     model = resolve_deprecated(embeddings, model, "--embeddings", "--model", required=True)
     rec, emb, index = open_recommender(model, index_dir)
     params = query_params(rec.index, ef, nprobe)
-    recs = rec.recommend(user_id, k=k, exclude_seen=exclude_seen, params=params)
+    recs = rec.recommend(user_id, k=k, exclude_seen=exclude_seen, filter=filter, params=params)
     include_seen = not exclude_seen
     n_seen = len(emb.seen_ids(user_id))
     how = f"{index.backend} index {index_dir}" if index is not None else "exact search"
@@ -111,6 +119,7 @@ def similar(
     k: int = typer.Option(10, "-k", "--k", help="Number of similar items."),
     ef: int | None = typer.Option(None, "--ef", help="efSearch of an HNSW index."),
     nprobe: int | None = typer.Option(None, "--nprobe", help="nprobe of a FAISS IVF index."),
+    filter: str | None = filter_option(),
     json_path: Path | None = json_option(),
     model: Path | None = deprecated_option("--model"),
 ) -> None:
@@ -118,7 +127,7 @@ def similar(
     model = resolve_deprecated(embeddings, model, "--embeddings", "--model", required=True)
     rec, emb, index = open_recommender(model, index_dir)
     params = query_params(rec.index, ef, nprobe)
-    recs = rec.similar_items(item_id, k=k, params=params)
+    recs = rec.similar_items(item_id, k=k, filter=filter, params=params)
     name = item_label((emb.items or {}).get(emb.ids.tolist()[emb.row_of(item_id)]))[0]
     how = f"{index.backend} index {index_dir}" if index is not None else "exact search"
     title = f"{len(recs)} items nearest to {item_id}" + (f" {name}" if name else "") + f" ({emb.metric}; {how})"

@@ -28,14 +28,16 @@ import numpy as np
 from annrec._validate import as_matrix, check_k, check_metric, normalize_ids
 from annrec.embeddings import _coerce_id, library_versions
 from annrec.errors import InputError, UnknownIdError
-
 from annrec.index.folder import KIND
+
 FORMAT_VERSION = 1
 
-# Allow-lists no larger than this are answered by exact search over their stored vectors: cheaper and
-# exact, where graph/IVF search with a very selective filter both slows down and loses recall
-# (the same rule Qdrant and Weaviate apply to small filtered sets).
-EXACT_FILTER_THRESHOLD = 2048
+# Allow-lists whose exact scan costs no more than EXACT_FILTER_BUDGET multiply-adds (allowed vectors x dim:
+# 2,048 Fashion-MNIST vectors, ~25,000 of a 65-d MF model) are answered by exact search over their stored
+# vectors: cheaper and exact, where graph/IVF search with a selective filter both slows down and loses
+# recall (the rule Qdrant and Weaviate apply to small filtered sets).
+EXACT_FILTER_BUDGET = 2048 * 784
+EXACT_FILTER_THRESHOLD = 2048  # allow-lists at least this small are always answered exactly
 
 # A deny-list search first asks for up to k + DENY_OVERFETCH * k (at least k + 32) unfiltered neighbours
 # and drops the denied ones (Index._search_denied); bench/seen_exclusion.py measures the choice.
@@ -312,7 +314,8 @@ class Index(ABC):
             n_allowed = int(mask.sum())
             if n_allowed == 0:
                 return self._empty(len(q), k)
-            if allowed_ids is not None and n_allowed <= EXACT_FILTER_THRESHOLD:
+            if allowed_ids is not None and (n_allowed <= EXACT_FILTER_THRESHOLD
+                                            or n_allowed * self.dim <= EXACT_FILTER_BUDGET):
                 labels, scores = self._exact(q, min(k, n_allowed), np.flatnonzero(mask))
                 return self._finish(labels, scores, k)
             if n_allowed < k:

@@ -15,10 +15,15 @@ from typing import Any
 import hnswlib
 import numpy as np
 
+from annrec._validate import check_int
 from annrec.errors import InputError
 from annrec.index.base import Index
 
 _BUILD_PARAMS = {"M": 16, "ef_construction": 200, "random_seed": 100, "ef": 50}
+
+
+#: upper bound of the widened candidate list of a filtered search
+MAX_FILTER_EF = 2048
 
 
 class HnswIndex(Index):
@@ -41,9 +46,7 @@ class HnswIndex(Index):
             raise InputError(f"unknown hnswlib parameter(s) {sorted(unknown)}: use {', '.join(_BUILD_PARAMS)}")
         merged = {**_BUILD_PARAMS, **params}
         for name in ("M", "ef_construction", "ef"):
-            v = merged[name]
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-                raise InputError(f"hnswlib parameter {name} must be a positive integer; got {v!r}")
+            check_int(merged[name], f"hnswlib parameter {name}")
         super().__init__(dim, metric, **merged)
         self._space = "l2" if metric == "l2" else "ip"
         self._index: hnswlib.Index | None = None
@@ -85,10 +88,16 @@ class HnswIndex(Index):
                 np.subtract(1.0, dist, out=dist)
             return labels.view(np.int64), dist
         filt = None
+        ef = params.get("ef") if params else None
         if mask is not None:
             filt = mask.__getitem__  # hnswlib calls it with each candidate label
+            # a filter that keeps a fraction f of the graph leaves ~f of each candidate list useful: widen the
+            # list by 1/f (capped) so a filtered search keeps the recall of an unfiltered one at this ef
+            frac = np.count_nonzero(mask) / max(len(self._label), 1)
+            base = int(ef if ef is not None else self.params["ef"])
+            if frac < 1.0:
+                ef = min(max(base, int(base / max(frac, 1e-3))), MAX_FILTER_EF, max(len(self._label), base))
         nthreads = -1 if threads is None else threads
-        ef = params.get("ef") if params else None
         if ef is not None and int(ef) != self._index.ef:
             with self._ef_lock:
                 self._index.set_ef(int(ef))

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from annrec._io import atomic_dir, write_json
-from annrec._validate import as_matrix, check_k, normalize_ids
+from annrec._validate import as_matrix, check_int, check_k, normalize_ids
 from annrec.embeddings import read_manifest
 from annrec.errors import ArtifactError, InputError, UnknownIdError
 
@@ -315,8 +315,7 @@ def build_sharded(vectors, ids, metric: str, out: str | os.PathLike, *, shards: 
     """
     from annrec.index import build_index
 
-    if not isinstance(shards, int) or shards < 2:
-        raise InputError(f"--shards must be an integer >= 2; got {shards!r} (one shard is an ordinary index)")
+    shards = check_int(shards, "--shards", minimum=2, hint=" (one shard is an ordinary index)")
     if partition not in PARTITIONS:
         raise InputError(f"unknown partition {partition!r}: use {' or '.join(PARTITIONS)}")
     x = as_matrix(vectors, name="vectors")

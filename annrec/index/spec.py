@@ -16,6 +16,24 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from annrec.errors import DataNotFoundError, InputError
 
 
+def read_yaml(path: str | os.PathLike, what: str, hint: str) -> Any:
+    """The parsed content of a YAML file (``yaml.safe_load``; ``None`` for an empty file).
+
+    Args:
+        path: the file; what: what it should hold, for messages ("index spec"); hint: how to get one.
+
+    Raises:
+        DataNotFoundError: no such file (the message ends with ``hint``). InputError: not valid YAML.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"no {what} at {path}: {hint}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"{path} is not valid YAML: {e}") from None
+
+
 class IndexSpec(BaseModel):
     """One index configuration: backend, optional metric override and backend parameters."""
 
@@ -32,21 +50,10 @@ class IndexSpec(BaseModel):
             DataNotFoundError: no such file. InputError: not YAML, or fields/values that are not valid.
         """
         path = Path(path)
-        if not path.is_file():
-            raise DataNotFoundError(f"no index spec at {path}: copy one of the presets in index/*.yaml")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise InputError(f"{path} is not valid YAML: {e}") from None
+        raw = read_yaml(path, "index spec", "copy one of the presets in index/*.yaml")
         try:
             return cls.model_validate(raw or {})
         except ValidationError as e:
             errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'spec'}: {x['msg']}" for x in e.errors())
             raise InputError(f"{path} is not a valid index spec ({errs}); expected keys backend "
                              f"(faiss|hnswlib), metric (optional) and params") from None
-
-    def to_yaml(self, path: str | os.PathLike) -> None:
-        """Write the spec atomically."""
-        from annrec._io import atomic_write_text
-
-        atomic_write_text(path, yaml.safe_dump(self.model_dump(exclude_none=True), sort_keys=False))

@@ -144,6 +144,22 @@ class Recommender:
         b = (self.embeddings.items if self.embeddings is not None else None) or {}
         return [Recommendation(i, s, a.get(i) or b.get(i)) for i, s in pairs if i is not None and i != -1]
 
+    def filter_ids(self, filter) -> list:
+        """Ids of the items whose metadata satisfies a payload filter (:mod:`annrec.recommend.filters`).
+
+        Raises:
+            InputError: a malformed filter, an unknown operator or metadata key.
+        """
+        from annrec.recommend.filters import allowed_ids
+
+        version = (len(self.index), getattr(self.index, "_generation", None), len(self.index.items))
+        cached = getattr(self, "_meta_cache", None)
+        if cached is None or cached[0] != version:
+            merged = dict((self.embeddings.items if self.embeddings is not None else None) or {})
+            merged.update(self.index.items)
+            cached = self._meta_cache = (version, merged)
+        return allowed_ids(filter, cached[1])
+
     def _user_row(self, user_id) -> int:
         if self.embeddings is None:
             raise UnknownIdError("this index has no embeddings with user vectors: use similar items or a query "
@@ -157,9 +173,16 @@ class Recommender:
             return np.empty(0, dtype=np.int64)
         return emb.ids[self.seen.indices[self.seen.indptr[user_row]:self.seen.indptr[user_row + 1]]]
 
-    def _search(self, q: np.ndarray, k: int, denied, allowed, params, threads, include_metadata: bool):
+    def _search(self, q: np.ndarray, k: int, denied, allowed, params, threads, include_metadata: bool,
+                filter=None):
         """Checked ``k`` (the catalogue less the excluded items) and one index search per query row."""
         index = self.index
+        if filter is not None:
+            matching = self.filter_ids(filter)
+            if allowed is not None:
+                keep = {index.coerce_id(i) for i in allowed}
+                matching = [i for i in matching if i in keep]
+            allowed = matching
         limit = len(index)
         if allowed is not None:
             if denied is not None and len(denied):
@@ -176,14 +199,17 @@ class Recommender:
         return [self.pack(ids[r], scores[r], include_metadata) for r in range(len(ids))]
 
     # ------------------------------------------------------------------ verbs
-    def recommend(self, user_id, k: int = 10, *, exclude_seen: bool = True, params: dict[str, Any] | None = None,
-                  threads: int | None = None, include_metadata: bool = True) -> list[Recommendation]:
+    def recommend(self, user_id, k: int = 10, *, exclude_seen: bool = True, filter=None,
+                  params: dict[str, Any] | None = None, threads: int | None = None,
+                  include_metadata: bool = True) -> list[Recommendation]:
         """Top-``k`` items for a known user: maximum inner product search with the user's vector, the
         items the user saw in training excluded (``exclude_seen``).
 
         Args:
             user_id: an external user id of the embeddings' ``query_ids``.
             k: results, ``1 <= k <=`` the catalogue less the excluded items.
+            filter: a payload filter on item metadata (:mod:`annrec.recommend.filters`), e.g.
+                ``{"must": [{"key": "genres", "match": {"value": "Comedy"}}]}``.
             params: per-call query parameters (``{"ef": 128}``, ``{"nprobe": 16}``, ``{"efSearch": 64}``).
             threads: search threads (``None``: the index's default).
 
@@ -194,9 +220,9 @@ class Recommender:
         row = self._user_row(user_id)
         denied = self.seen_ids(row) if exclude_seen else None
         q = self.embeddings.queries[row:row + 1]
-        return self._search(q, k, denied, None, params, threads, include_metadata)[0]
+        return self._search(q, k, denied, None, params, threads, include_metadata, filter)[0]
 
-    def recommend_batch(self, user_ids, k: int = 10, *, exclude_seen: bool = True,
+    def recommend_batch(self, user_ids, k: int = 10, *, exclude_seen: bool = True, filter=None,
                         params: dict[str, Any] | None = None, threads: int | None = None,
                         include_metadata: bool = True) -> list[list[Recommendation]]:
         """:meth:`recommend` for several users (one list per user, in order). Without exclusions the users
@@ -210,11 +236,11 @@ class Recommender:
             raise InputError("no user ids given: pass at least one")
         if not exclude_seen or self.seen is None:
             q = np.ascontiguousarray(self.embeddings.queries[rows])
-            return self._search(q, k, None, None, params, threads, include_metadata)
-        return [self.recommend(u, k, exclude_seen=True, params=params, threads=threads,
+            return self._search(q, k, None, None, params, threads, include_metadata, filter)
+        return [self.recommend(u, k, exclude_seen=True, filter=filter, params=params, threads=threads,
                                include_metadata=include_metadata) for u in user_ids]
 
-    def similar_items(self, item_id, k: int = 10, *, params: dict[str, Any] | None = None,
+    def similar_items(self, item_id, k: int = 10, *, filter=None, params: dict[str, Any] | None = None,
                       threads: int | None = None, include_metadata: bool = True) -> list[Recommendation]:
         """The ``k`` items nearest to ``item_id`` under the index's metric, the item itself excluded.
 
@@ -235,10 +261,10 @@ class Recommender:
         else:
             self.index.get_vector(item_id)  # raises UnknownIdError
             raise AssertionError("unreachable")
-        return self._search(q, k, [iid], None, params, threads, include_metadata)[0]
+        return self._search(q, k, [iid], None, params, threads, include_metadata, filter)[0]
 
     def recommend_next(self, item_ids, k: int = 10, *, timestamps=None, now: int | None = None,
-                       exclude_input: bool = True, params: dict[str, Any] | None = None,
+                       exclude_input: bool = True, filter=None, params: dict[str, Any] | None = None,
                        threads: int | None = None, include_metadata: bool = True,
                        ) -> tuple[list[Recommendation], list[str]]:
         """Top-``k`` next items after a time-ordered sequence (a sequence model's encoder).
@@ -261,9 +287,9 @@ class Recommender:
         if exclude_input:
             rows = enc.rows(list(item_ids))[0]
             denied = np.unique(self.embeddings.ids[rows]) if len(rows) else None
-        return self._search(vec, k, denied, None, params, threads, include_metadata)[0], warnings
+        return self._search(vec, k, denied, None, params, threads, include_metadata, filter)[0], warnings
 
-    def search_text(self, query: str, k: int = 10, *, allowed_ids=None, denied_ids=None,
+    def search_text(self, query: str, k: int = 10, *, allowed_ids=None, denied_ids=None, filter=None,
                     params: dict[str, Any] | None = None, threads: int | None = None,
                     include_metadata: bool = True) -> tuple[list[Recommendation], list[str]]:
         """Items nearest to a text query (a text model's sentence-transformers encoder), cosine similarity.
@@ -276,9 +302,9 @@ class Recommender:
         """
         enc = self._need_encoder("text")
         vec, warnings = encode_with(enc, [query])
-        return self._search(vec, k, denied_ids, allowed_ids, params, threads, include_metadata)[0], warnings
+        return self._search(vec, k, denied_ids, allowed_ids, params, threads, include_metadata, filter)[0], warnings
 
-    def search(self, vectors, k: int = 10, *, allowed_ids=None, denied_ids=None,
+    def search(self, vectors, k: int = 10, *, allowed_ids=None, denied_ids=None, filter=None,
                params: dict[str, Any] | None = None, threads: int | None = None,
                include_metadata: bool = True) -> list[list[Recommendation]]:
         """Nearest items of raw query vectors, float32 ``(nq, dim)`` or ``(dim,)``: one hit list per query.
@@ -286,7 +312,7 @@ class Recommender:
         Raises:
             InputError: wrong dimension, NaN/Inf, ``k`` out of range, bad ``params``.
         """
-        return self._search(vectors, k, denied_ids, allowed_ids, params, threads, include_metadata)
+        return self._search(vectors, k, denied_ids, allowed_ids, params, threads, include_metadata, filter)
 
     def _need_encoder(self, kind: str):
         if self.encoder is None:
