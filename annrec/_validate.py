@@ -52,6 +52,23 @@ def as_matrix(x, dim: int | None = None, name: str = "vectors") -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def check_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
+    """Return ``value`` as an int after checking that it is an integer (not a bool) ``>= minimum``.
+
+    Args:
+        value: the parameter; name: how the message names it ("hnswlib parameter M");
+        minimum: smallest accepted value; hint: appended to the message (e.g. why the bound exists).
+
+    Raises:
+        InputError: "NAME must be a positive integer; got VALUE" (``minimum`` 1) or "NAME must be an
+            integer >= MINIMUM; got VALUE", followed by ``hint``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        want = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise InputError(f"{name} must be {want}; got {value!r}{hint}")
+    return int(value)
+
+
 def check_k(k, limit: int | None = None) -> int:
     """Return ``k`` as an int after checking ``1 <= k`` (and ``k <= limit`` when given)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
