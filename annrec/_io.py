@@ -48,14 +48,22 @@ def check_output_dir(dest: str | os.PathLike, kind: str | None = None, *, force:
                              f"or pass --force to move it aside (it is renamed, never deleted)")
         aside = dest.parent / f"{dest.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
         os.replace(dest, aside)
-    parent = dest.parent if dest.parent != Path("") else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create the folder {parent} for {dest}: {e.strerror or e}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write into {parent} (permission denied): give another --out")
+    _check_creatable(dest, "--out")
     return dest
+
+
+def _check_creatable(path: Path, what: str) -> None:
+    """Raise unless ``path`` can be created: its nearest existing ancestor is a writable folder (nothing is
+    created here, so a command that fails later leaves no empty folders behind)."""
+    from annrec.errors import InputError
+
+    parent = path.parent if path.parent != Path("") else Path(".")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot create {path}: {parent} is a file, not a folder; give another {what}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into {parent} (permission denied): give another {what}")
 
 
 def check_output_file(path: str | os.PathLike | None) -> None:
@@ -72,12 +80,8 @@ def check_output_file(path: str | os.PathLike | None) -> None:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path} is a folder: give a file name for --json, e.g. {path / 'report.json'}")
-    parent = path.parent if path.parent != Path("") else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create the folder {parent} for {path}: {e.strerror or e}") from None
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    _check_creatable(path, "--json path")
+    if path.exists() and not os.access(path, os.W_OK):
         raise InputError(f"cannot write {path} (permission denied): give another path")
 
 
@@ -101,6 +105,7 @@ def atomic_dir(dest: str | os.PathLike, kind: str | None = None, *, force: bool 
         InputError: as :func:`check_output_dir`.
     """
     dest = check_output_dir(dest, kind, force=force)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
     try:

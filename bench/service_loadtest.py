@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Served vs in-process vector search on Fashion-MNIST (60,000 x 784, HNSW, k=10) — issue 4's performance bar.
+"""Served vs in-process vector search on Fashion-MNIST (60,000 x 784, HNSW, k=10) and what the service layer costs.
 
 1. builds (once) an hnswlib index of the Fashion-MNIST training images under ``--model-dir``;
 2. measures in-process single-query QPS (``Index.search`` one query at a time, one thread — the
@@ -10,7 +10,7 @@
 
     python bench/service_loadtest.py --json bench/results/service-loadtest.json
 
-The load generator shares the machine with the server (2 cores here): compare figures taken side by side.
+The load generator shares the machine with the server: compare figures taken side by side.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "service"))
-from loadtest import read_idx_images  # noqa: E402
+from loadtest import read_idx_images  # noqa: E402  (annrec.bench.datasets.read_idx, first n images as float32)
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
+from annrec.bench.algorithms import n_cores  # noqa: E402
+from annrec.bench.datasets import FASHION_MNIST_DIR as FMNIST  # noqa: E402
 KEY = "bench-read-key-0123456789"
 ADMIN = "bench-admin-key-0123456789"
 
@@ -56,8 +57,7 @@ def build(model_dir: Path, M: int, efc: int, ef: int) -> Path:
 
 
 def in_process(path: Path, n: int, k: int) -> dict:
-    import faiss
-
+    from annrec.bench.groundtruth import brute_force_knn
     from annrec.index import load_index
 
     idx = load_index(path)
@@ -73,22 +73,22 @@ def in_process(path: Path, n: int, k: int) -> dict:
             best = (secs, cpu)
     secs, cpu = best
     x = read_idx_images(FMNIST / "train-images-idx3-ubyte.gz", 60_000)
-    flat = faiss.IndexFlatL2(x.shape[1])
-    flat.add(x)
-    _, truth = flat.search(q, k)
+    truth, _ = brute_force_knn(x, q, k, "l2")
     recall = float(np.mean([len(set(g.tolist()) & set(t.tolist())) / k for g, t in zip(got, truth)]))
     return {"queries": n, "qps_single_thread": round(n / secs, 1), "mean_latency_ms": round(secs / n * 1000, 3),
             "cpu_ms_per_query": round(cpu / n * 1000, 3),
             "recall_at_10": round(recall, 4), "ef": idx.params.get("ef")}
 
 
-def lock_overhead(path: Path, n: int, k: int, threads: int = 2) -> dict:
-    """Searches per second from ``threads`` threads, bare ``Index.search`` vs under the service's RWLock."""
+def lock_overhead(path: Path, n: int, k: int, threads: int | None = None) -> dict:
+    """Searches per second from ``threads`` threads (default: all cores), bare ``Index.search`` vs under the
+    service's RWLock."""
     import threading
 
     from annrec.index import load_index
     from annrec.service.rwlock import RWLock
 
+    threads = threads or n_cores()
     idx = load_index(path)
     q = read_idx_images(FMNIST / "t10k-images-idx3-ubyte.gz", n)
     lock = RWLock()

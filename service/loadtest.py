@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import ipaddress
 import json
 import os
@@ -51,13 +50,14 @@ def check_loopback(url: str) -> tuple[str, int]:
 
 
 def read_idx_images(path: Path, limit: int) -> np.ndarray:
-    """Fashion-MNIST/MNIST IDX3 images (gzip or plain) as float32 (n, 784)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    n, rows, cols = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
-    x = np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, rows * cols)
-    return x[:limit].astype(np.float32)
+    """The first ``limit`` Fashion-MNIST/MNIST IDX3 images (gzip or plain) as float32 ``(n, 784)``.
+
+    Reads with :func:`annrec.bench.datasets.read_idx` (which raises DataNotFoundError / DataError).
+    """
+    from annrec.bench.datasets import read_idx
+
+    x = read_idx(path)[:limit]
+    return x.reshape(len(x), -1).astype(np.float32)
 
 
 def percentile(lat: list[float], p: float) -> float:

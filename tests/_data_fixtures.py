@@ -12,13 +12,15 @@ import pytest
 from annrec.data import Interactions
 
 REPO = Path(__file__).resolve().parents[1]
+_DATA_DIR_AT_START = os.environ.get("ANNREC_DATA_DIR")
 
 
 def real_data_root() -> Path | None:
-    """Folder containing ml-latest-small: $ANNREC_DATA_DIR, else ../shared/datasets next to the repo."""
-    for cand in (os.environ.get("ANNREC_DATA_DIR"), REPO.parent / "shared" / "datasets"):
-        if cand and (Path(cand) / "ml-latest-small" / "ratings.csv").is_file():
-            return Path(cand)
+    """Folder containing ml-latest-small: ``$ANNREC_DATA_DIR`` as it was when the tests started (tests may
+    unset the variable), None when unset or without the data set."""
+    cand = _DATA_DIR_AT_START
+    if cand and (Path(cand) / "ml-latest-small" / "ratings.csv").is_file():
+        return Path(cand)
     return None
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
+from annrec.bench.datasets import FASHION_MNIST_DIR as FMNIST
+from annrec.bench.datasets import read_idx
 
 
 def brute_force(x: np.ndarray, q: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -33,8 +31,6 @@ def fashion_mnist(n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
         pytest.skip("Debian package dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
 
     def read(name: str, n: int) -> np.ndarray:
-        with gzip.open(FMNIST / name, "rb") as fh:
-            raw = fh.read(16 + n * 784)
-        return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, 784).astype(np.float32)
+        return read_idx(FMNIST / name)[:n].reshape(n, 784).astype(np.float32)
 
     return read("train-images-idx3-ubyte.gz", n_train), read("t10k-images-idx3-ubyte.gz", n_test)

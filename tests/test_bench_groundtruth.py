@@ -7,6 +7,7 @@ import pytest
 
 from annrec.bench.datasets import Dataset
 from annrec.bench.groundtruth import (
+    brute_force_knn,
     check_groundtruth,
     exact_knn,
     ground_truth,
@@ -20,15 +21,35 @@ from _bench_fixtures import naive_knn, synthetic
 
 
 @pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
-@pytest.mark.parametrize("backend", ["numpy", "faiss"])
-def test_exact_knn_matches_naive(metric, backend):
+@pytest.mark.parametrize("rerank", [True, False])
+def test_exact_knn_matches_naive(metric, rerank):
     ds = synthetic(n=700, nq=30, metric=metric)
-    ids, d = exact_knn(ds.train, ds.test, 15, metric, block=7, backend=backend)
+    ids, d = exact_knn(ds.train, ds.test, 15, metric, block=7, rerank=rerank)
     ref_ids, ref_d = naive_knn(ds.train, ds.test, 15, metric)
     np.testing.assert_allclose(d, ref_d, rtol=1e-4, atol=1e-4)
-    assert (ids == ref_ids).mean() > 0.99  # float32 FAISS may swap exact ties; numpy re-ranks in float64
-    if backend == "numpy":
+    assert (ids == ref_ids).mean() > 0.99  # float32 FAISS may swap exact ties; the re-rank is float64
+    if rerank:
         np.testing.assert_array_equal(ids, ref_ids)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_brute_force_knn_is_faiss_exhaustive_search(metric):
+    """One query and a batch (FAISS's BLAS path from 20 queries on) give the naive top-k and FAISS's scores."""
+    ds = synthetic(n=500, nq=25, metric=metric)
+    x, q = ds.train, ds.test
+    if metric == "cosine":
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    ref_ids, _ = naive_knn(ds.train, ds.test, 10, metric)
+    for queries in (q[:1], q):
+        ids, scores = brute_force_knn(x, queries, 10, metric)
+        assert ids.shape == scores.shape == (len(queries), 10) and ids.dtype == np.int64
+        np.testing.assert_array_equal(ids, ref_ids[:len(queries)])
+        want = ((queries[:, None, :] - x[ids]) ** 2).sum(-1) if metric == "l2" else \
+            np.einsum("qd,qkd->qk", queries, x[ids])
+        np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-3)
+    with pytest.raises(InputError):
+        brute_force_knn(x, q, 3, "hamming")
 
 
 def test_exact_knn_breaks_ties_by_row():

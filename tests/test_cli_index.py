@@ -58,7 +58,8 @@ def test_build_from_flags_with_json(emb_dir, tmp_path):
     assert "build" in res.output and "600 items" in res.output
     fig = json.loads(report.read_text())
     assert fig["backend"] == "faiss" and fig["count"] == N and fig["params"]["factory_resolved"] == "IVF8,Flat"
-    assert fig["build_seconds"] > 0 and fig["folder_bytes"] > N * DIM * 4
+    assert fig["folder_bytes"] == sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    assert fig["folder_bytes"] > N * DIM * 4  # the vectors alone take that much
     assert load_index(out).params["nprobe"] == 2
 
 
@@ -105,9 +106,31 @@ def test_query_by_item_vector_and_file(emb_dir, tmp_path):
 
 
 def test_query_params_per_backend(emb_dir, hnsw_dir, tmp_path):
-    res = CliRunner().invoke(app, ["index", "query", "--index", str(hnsw_dir), "--item", "1", "--ef", "200"])
+    """--ef reaches hnswlib and --nprobe reaches FAISS IVF: a wide search returns the exact lists, probing one
+    IVF list of eight misses some of them."""
+    emb = Embeddings.load(emb_dir)
+    np.save(tmp_path / "q.npy", emb.queries)
+    exact = [emb.ids[np.argsort(-(emb.vectors @ q), kind="stable")[:10]].tolist() for q in emb.queries]
+
+    def query(index, *opts):
+        report = tmp_path / "q.json"
+        res = CliRunner().invoke(app, ["index", "query", "--index", str(index), "--vectors", str(tmp_path / "q.npy"),
+                                       "-k", "10", *opts, "--json", str(report)])
+        assert res.exit_code == 0, res.output
+        fig = json.loads(report.read_text())
+        found = [[r["id"] for r in row] for row in fig["results"]]
+        return fig["params"], np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact)])
+
+    params, recall = query(hnsw_dir, "--ef", "200")
+    assert params == {"ef": 200} and recall == 1.0
+    ivf = tmp_path / "ivf"
+    res = CliRunner().invoke(app, ["index", "build", "--embeddings", str(emb_dir), "--backend", "faiss",
+                                   "--param", "factory=IVF8,Flat", "--out", str(ivf)])
     assert res.exit_code == 0, res.output
-    assert "'ef': 200" in " ".join(res.output.split())
+    params, full = query(ivf, "--nprobe", "8")
+    assert params == {"nprobe": 8} and full == 1.0
+    params, narrow = query(ivf, "--nprobe", "1")
+    assert params == {"nprobe": 1} and narrow < 0.9
 
 
 @pytest.mark.parametrize("text, expected", [("M=16", ("M", 16)),

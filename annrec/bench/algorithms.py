@@ -8,7 +8,7 @@ missing result), so recall is computed the same way for all of them.
 =================  ============================================  ==============================  =============
 adapter            what it runs                                  build args                      query args
 =================  ============================================  ==============================  =============
-bruteforce-blas    exact search, one numpy BLAS product          —                               —
+bruteforce-blas    exact search, FAISS's brute-force knn (BLAS)  —                               —
 annrec-faiss       annrec.index, FAISS backend                   factory, mips_l2                nprobe, efSearch
 annrec-hnswlib     annrec.index, hnswlib backend                 M, ef_construction              ef
 faiss              FAISS called directly (same parameters)      factory                         nprobe, efSearch
@@ -142,50 +142,42 @@ def _normalized(x: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- exact
 class BruteForceBLAS(Algorithm):
-    """Exact search: one BLAS matrix-vector (or matrix-matrix) product and a partial sort (numpy).
+    """Exact search through FAISS's exhaustive search (:func:`annrec.bench.groundtruth.brute_force_knn`).
 
     As ANN-Benchmarks' ``bruteforce-blas``: Euclidean via ``|x|² - 2<q, x>``, cosine and inner product
-    via ``-<q, x>`` (on normalised vectors for cosine).
+    via ``<q, x>`` (on normalised vectors for cosine), one BLAS matrix product for a batch of queries.
     """
 
     name = "bruteforce-blas"
 
     def fit(self, X):
         self.X = _normalized(X) if self.metric == "cosine" else np.ascontiguousarray(X, dtype=np.float32)
-        self.norms = (self.X.astype(np.float64) ** 2).sum(1).astype(np.float32) if self.metric == "l2" else None
 
-    def _scores(self, Q):
-        p = Q @ self.X.T
-        return self.norms[None, :] - 2 * p if self.metric == "l2" else -p
+    def _topk(self, Q, k):
+        from annrec.bench.groundtruth import brute_force_knn
 
-    def _topk(self, s, k):
-        k = min(k, s.shape[1])
-        part = np.argpartition(s, k - 1, axis=1)[:, :k]
-        order = np.argsort(np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
-        return np.take_along_axis(part, order, axis=1).astype(np.int64)
-
-    # BLAS threads are set by the runner (threadpoolctl) around each measurement
-    def query(self, q, k):
-        if self.metric == "cosine":
-            q = _normalized(q)
-        return self._topk(self._scores(q[None, :]), k)[0]
-
-    def batch_query(self, Q, k):
         if self.metric == "cosine":
             Q = _normalized(Q)
+        return brute_force_knn(self.X, Q, min(k, len(self.X)), self.metric)[0]
+
+    # BLAS / OpenMP threads are set by the runner (threadpoolctl, faiss.omp_set_num_threads) around each measurement
+    def query(self, q, k):
+        return self._topk(q[None, :], k)[0]
+
+    def batch_query(self, Q, k):
         out = np.empty((len(Q), min(k, len(self.X))), dtype=np.int64)
         for s in range(0, len(Q), 1024):
-            out[s:s + 1024] = self._topk(self._scores(Q[s:s + 1024]), k)
+            out[s:s + 1024] = self._topk(Q[s:s + 1024], k)
         return out
 
     def memory_bytes(self):
-        return int(self.X.nbytes + (0 if self.norms is None else self.norms.nbytes))
+        return int(self.X.nbytes)
 
     def save(self, folder):
         np.save(folder / "vectors.npy", self.X)
 
     def done(self):
-        self.X = self.norms = None
+        self.X = None
 
 
 # --------------------------------------------------------------------------- annrec's index layer

@@ -24,11 +24,11 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from annrec._validate import check_int
 from annrec.bench.algorithms import get_adapter
-from annrec.errors import DataNotFoundError, InputError
+from annrec.errors import InputError
 
 MODES = ("single", "batch")
 _ENTRY_KEYS = ("algorithm", "build", "query", "modes", "runs", "disabled", "description")
@@ -121,8 +121,8 @@ def parse_definitions(doc: Any, source: str = "<definitions>", *, only: list[str
         if not isinstance(modes, list) or not modes or any(m not in MODES for m in modes):
             raise InputError(f"{source}: {label}: modes must be a list drawn from {', '.join(MODES)}; got {modes!r}")
         runs = entry.get("runs")
-        if runs is not None and (isinstance(runs, bool) or not isinstance(runs, int) or runs < 1):
-            raise InputError(f"{source}: {label}: runs must be a positive integer; got {runs!r}")
+        if runs is not None:
+            check_int(runs, f"{source}: {label}: runs")
         builds = _grid(entry.get("build"), f"{source}: {label}: build")
         queries = _grid(entry.get("query"), f"{source}: {label}: query")
         _check_params(builds, cls.build_params, algorithm, "build", label)
@@ -149,13 +149,7 @@ def load_definitions(path: str | os.PathLike, *, only: list[str] | None = None,
     Raises:
         DataNotFoundError: no such file. InputError: invalid YAML or definitions.
     """
-    import yaml
+    from annrec.index.spec import read_yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"no definitions file at {path}: see bench/*.yaml for examples")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise InputError(f"{path} is not valid YAML: {e}") from None
+    doc = read_yaml(path, "definitions file", "see bench/*.yaml for examples")
     return parse_definitions(doc, str(path), only=only, include_disabled=include_disabled)

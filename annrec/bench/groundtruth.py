@@ -1,4 +1,4 @@
-"""Exact nearest neighbours by brute force, cached per data set; distance and recall computations.
+"""Exact nearest neighbours by brute force (FAISS's exhaustive search), cached per data set; distance and recall computations.
 
 Distances follow ANN-Benchmarks (smaller is closer): Euclidean distance for ``l2`` (not squared),
 ``1 - cos`` for ``cosine``, ``-<q, x>`` for ``ip`` (maximum inner product search).
@@ -30,54 +30,85 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return (x / n).astype(np.float32)
 
 
-def exact_knn(train: np.ndarray, test: np.ndarray, k: int, metric: str, *, block: int = 256,
-              backend: str = "numpy") -> tuple[np.ndarray, np.ndarray]:
+def _faiss_metric(metric: str):
+    import faiss
+
+    if metric not in ("l2", "cosine", "ip"):
+        raise InputError(f"unknown metric {metric!r}: use l2, cosine or ip")
+    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+
+def brute_force_knn(train: np.ndarray, test: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best rows of ``train`` for every row of ``test`` by FAISS's exhaustive search.
+
+    Calls FAISS's brute-force helper: ``faiss.knn_gpu`` when faiss-gpu sees a device
+    (``faiss.get_num_gpus() > 0``), else ``faiss.knn`` (a BLAS matrix product from 20 queries on,
+    FAISS's ``distance_compute_blas_threshold``). No index is built and the vectors are not copied.
+
+    Args:
+        train: float32 ``(n, dim)``; test: float32 ``(nq, dim)``, both unit length for ``cosine``
+            (the caller normalises); k: ``1 <= k``; ``k > n`` pads with id ``-1``.
+        metric: ``l2`` (squared Euclidean), ``cosine`` or ``ip`` (inner product).
+
+    Returns:
+        ``(ids int64 (nq, k), scores float32 (nq, k))``, best first: FAISS's own scores, i.e. squared L2
+        distances for ``l2`` and inner products for ``cosine`` / ``ip``.
+
+    Raises:
+        InputError: unknown metric.
+    """
+    import faiss
+
+    fm = _faiss_metric(metric)
+    train = np.ascontiguousarray(train, dtype=np.float32)
+    test = np.ascontiguousarray(test, dtype=np.float32)
+    if hasattr(faiss, "knn_gpu") and faiss.get_num_gpus() > 0:
+        d, i = faiss.knn_gpu(faiss.StandardGpuResources(), test, train, k, metric=fm)
+    else:
+        d, i = faiss.knn(test, train, k, metric=fm)
+    return i.astype(np.int64, copy=False), d.astype(np.float32, copy=False)
+
+
+def exact_knn(train: np.ndarray, test: np.ndarray, k: int, metric: str, *, block: int = 4096,
+              rerank: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``k`` nearest neighbours of every row of ``test`` among the rows of ``train``.
 
-    ``backend="numpy"`` scores a block of queries with one float32 BLAS matrix product, keeps the best
-    ``2k + 16`` candidates per query and re-ranks them with float64 distances, so float32 rounding in
-    ``|x|² - 2<q, x>`` cannot reorder the result (ties broken by the smaller row). ``backend="faiss"``
-    uses FAISS' exact ``knn`` (IndexFlat semantics, float32).
+    Candidates come from FAISS's exhaustive search (:func:`brute_force_knn`). With ``rerank`` (the
+    default) the best ``2k + 16`` candidates per query are re-ranked with float64 distances, so float32
+    rounding in ``|x|² - 2<q, x>`` cannot reorder the result (ties broken by the smaller row); without
+    it FAISS's float32 result is returned as is (IndexFlat semantics, exact ties in any order).
 
     Args:
         train: float32 ``(n, dim)``; test: float32 ``(nq, dim)``; k: ``1 <= k <= n``;
-        metric: ``l2``, ``cosine`` or ``ip``; block: queries per matrix product.
+        metric: ``l2``, ``cosine`` or ``ip``; block: queries per FAISS call (bounds the memory of
+            the candidate lists).
 
     Returns:
         ``(neighbors int64 (nq, k), distances float32 (nq, k))``, ascending distance (ANN-Benchmarks
         convention, see the module docstring).
 
     Raises:
-        InputError: bad ``k``, metric or backend.
+        InputError: bad ``k`` or metric.
     """
     n = len(train)
     if not 1 <= k <= n:
         raise InputError(f"k must be between 1 and the {n} base vectors; got {k}")
-    if metric not in ("l2", "cosine", "ip"):
-        raise InputError(f"unknown metric {metric!r}: use l2, cosine or ip")
+    _faiss_metric(metric)
     train = np.ascontiguousarray(train, dtype=np.float32)
     test = np.ascontiguousarray(test, dtype=np.float32)
     if metric == "cosine":
         train, test = _normalize(train), _normalize(test)
-    if backend == "faiss":
-        import faiss
-
-        fm = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
-        d, i = faiss.knn(test, train, k, metric=fm)
-        d = d.astype(np.float64)
-        d = np.sqrt(np.maximum(d, 0)) if metric == "l2" else (1.0 - d if metric == "cosine" else -d)
-        return i.astype(np.int64), d.astype(np.float32)
-    if backend != "numpy":
-        raise InputError(f"unknown ground-truth backend {backend!r}: use numpy or faiss")
-    kk = min(n, 2 * k + 16)
-    norms = np.einsum("ij,ij->i", train, train, dtype=np.float64).astype(np.float32) if metric == "l2" else None
+    kk = min(n, 2 * k + 16) if rerank else k
     out_i = np.empty((len(test), k), dtype=np.int64)
     out_d = np.empty((len(test), k), dtype=np.float32)
-    for s in range(0, len(test), block):
+    for s in range(0, len(test), max(1, int(block))):
         q = test[s:s + block]
-        prod = q @ train.T                                # (b, n) float32 BLAS
-        score = norms[None, :] - 2 * prod if metric == "l2" else -prod
-        cand = np.argpartition(score, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (len(q), 1))
+        cand, score = brute_force_knn(train, q, kk, metric)
+        if not rerank:
+            d = score.astype(np.float64)
+            d = np.sqrt(np.maximum(d, 0)) if metric == "l2" else (1.0 - d if metric == "cosine" else -d)
+            out_i[s:s + block], out_d[s:s + block] = cand, d
+            continue
         exact = pair_distances(train, q, cand, metric, normalized=True)
         order = np.lexsort((cand, exact), axis=1)[:, :k]  # by distance, then row
         out_i[s:s + block] = np.take_along_axis(cand, order, axis=1)
@@ -181,7 +212,7 @@ def check_groundtruth(ds: Dataset, neighbors: np.ndarray, k: int, *, n_check: in
     return dist
 
 
-def ground_truth(ds: Dataset, k: int, *, cache_dir: str | os.PathLike | None = None, backend: str = "numpy",
+def ground_truth(ds: Dataset, k: int, *, cache_dir: str | os.PathLike | None = None,
                  recompute: bool = False) -> GroundTruth:
     """Exact ``k`` nearest neighbours of ``ds``'s queries.
 
@@ -209,7 +240,7 @@ def ground_truth(ds: Dataset, k: int, *, cache_dir: str | os.PathLike | None = N
         except (OSError, ValueError, KeyError):
             pass  # unreadable cache: recompute below
     kk = min(max(k, GT_K), len(ds.train))
-    nb, _ = exact_knn(ds.train, ds.test, kk, ds.metric, backend=backend)
+    nb, _ = exact_knn(ds.train, ds.test, kk, ds.metric)
     buf = io.BytesIO()
     np.savez(buf, neighbors=nb.astype(np.int32),
              meta=np.array(json.dumps({"hash": ds.hash(), "k": kk, "metric": ds.metric, "name": ds.name,

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from annrec._io import _json_default
 from annrec.bench.algorithms import ADAPTERS, Algorithm, available, n_cores
 from annrec.bench.datasets import Dataset
 from annrec.bench.definitions import MODES, Definition
@@ -191,16 +192,6 @@ def _append(path: Path, record: dict) -> None:
         fh.write(line + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _clean(x: float | None) -> float | None:

@@ -250,7 +250,7 @@ def overhead_cmd(
 
     from annrec.bench.groundtruth import ground_truth
     from annrec.bench.overhead import measure_overhead, overhead_table
-    from annrec.bench.runner import _json_default
+    from annrec._io import _json_default
     from annrec.errors import InputError
 
     def ints(s: str, what: str) -> list[int]:

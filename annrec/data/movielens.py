@@ -27,7 +27,7 @@ Where a set is looked for, in order (:func:`load_movielens`):
    the ``.md5`` file GroupLens publishes next to the zip (``<url>.md5``), then unpacked atomically into
    the cache (a ``SHA256SUMS`` file of the unpacked files is written there too).
 
-A local folder with a ``SHA256SUMS`` file (``sha256sum`` format; the shared copy has one) is verified
+A local folder with a ``SHA256SUMS`` file (``sha256sum`` format; the download cache gets one) is verified
 against it before parsing: a modified or truncated file raises :class:`~annrec.errors.DataError`.
 """
 
@@ -66,8 +66,8 @@ _BASE_URL = "https://files.grouplens.org/datasets/movielens"
 #: Checksums of the zip: GroupLens publishes only an MD5 next to each zip (``<url>.md5``), no SHA-256.
 #: ``sha256`` (and ``size`` in bytes) are the values recorded by TensorFlow Datasets
 #: (``tensorflow_datasets/url_checksums/movielens.txt``) and reproduced by many independent downloads;
-#: for ml-latest-small the per-file SHA-256 of its ratings.csv / movies.csv match the shared copy's
-#: SHA256SUMS. ``md5`` is the GroupLens-published MD5 where annrec knows it. A download is verified with
+#: for ml-latest-small the per-file SHA-256 of its ratings.csv / movies.csv match those of
+#: an unpacked official zip. ``md5`` is the GroupLens-published MD5 where annrec knows it. A download is verified with
 #: ``sha256`` when set, else ``md5``, else the MD5 fetched from ``<url>.md5`` at download time.
 MOVIELENS: dict[str, dict[str, Any]] = {
     "ml-latest-small": {
