@@ -90,6 +90,9 @@ class HnswIndex(Index):
         filt = None
         ef = params.get("ef") if params else None
         if mask is not None:
+            got = self._overfetch_allowed(q, k, params, mask, threads)
+            if got is not None:
+                return got
             filt = mask.__getitem__  # hnswlib calls it with each candidate label
             # a filter that keeps a fraction f of the graph leaves ~f of each candidate list useful: widen the
             # list by 1/f (capped) so a filtered search keeps the recall of an unfiltered one at this ef
@@ -111,6 +114,22 @@ class HnswIndex(Index):
         if self._space == "ip":
             np.subtract(1.0, dist, out=dist)
         return labels, dist
+
+    def _overfetch_allowed(self, q, k, params, mask, threads):
+        """An allow-mask keeping a fraction ``f >= 0.05`` of the graph: ask for ``2k / f`` unfiltered neighbours
+        (C++ only) and keep the allowed ones; ``None`` when a row keeps fewer than ``k`` (then hnswlib's filter)."""
+        frac = np.count_nonzero(mask) / max(len(self._label), 1)
+        if frac < 0.05:
+            return None
+        kk = min(len(self._label), max(k, int(np.ceil(2 * k / frac))))
+        if kk > MAX_FILTER_EF:
+            return None
+        labels, dist = self._backend_search(q, kk, params, None, threads)
+        good = mask[labels]
+        if not (good.sum(axis=1) >= k).all():
+            return None
+        order = np.argsort(~good, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(labels, order, axis=1), np.take_along_axis(dist, order, axis=1)
 
     def _backend_search_denied(self, q, k, params, denied, mask, threads):
         """Over-fetch ``k + len(denied)`` unfiltered neighbours and drop the denied labels (vectorised).

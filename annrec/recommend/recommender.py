@@ -144,21 +144,32 @@ class Recommender:
         b = (self.embeddings.items if self.embeddings is not None else None) or {}
         return [Recommendation(i, s, a.get(i) or b.get(i)) for i, s in pairs if i is not None and i != -1]
 
-    def filter_ids(self, filter) -> list:
-        """Ids of the items whose metadata satisfies a payload filter (:mod:`annrec.recommend.filters`).
+    def filter_ids(self, filter):
+        """Ids of the items whose metadata satisfies a payload filter (:mod:`annrec.recommend.filters`): an int64
+        array for integer ids, else a list; cached per filter until the index or its metadata change.
 
         Raises:
             InputError: a malformed filter, an unknown operator or metadata key.
         """
-        from annrec.recommend.filters import allowed_ids
+        import json
+
+        from annrec.recommend.filters import allowed_ids, parse_filter
 
         version = (len(self.index), getattr(self.index, "_generation", None), len(self.index.items))
         cached = getattr(self, "_meta_cache", None)
         if cached is None or cached[0] != version:
             merged = dict((self.embeddings.items if self.embeddings is not None else None) or {})
             merged.update(self.index.items)
-            cached = self._meta_cache = (version, merged)
-        return allowed_ids(filter, cached[1])
+            cached = self._meta_cache = (version, merged, {})
+        key = json.dumps(parse_filter(filter), sort_keys=True, default=str)
+        hit = cached[2].get(key)
+        if hit is None:  # evaluated once per filter and metadata version (a Python pass over every item)
+            ids = allowed_ids(filter, cached[1])
+            hit = np.asarray(ids, dtype=np.int64) if ids and all(type(i) is int for i in ids) else ids
+            if len(cached[2]) >= 64:
+                cached[2].clear()
+            cached[2][key] = hit
+        return hit
 
     def _user_row(self, user_id) -> int:
         if self.embeddings is None:
@@ -181,7 +192,7 @@ class Recommender:
             matching = self.filter_ids(filter)
             if allowed is not None:
                 keep = {index.coerce_id(i) for i in allowed}
-                matching = [i for i in matching if i in keep]
+                matching = [i for i in list(matching) if i in keep]
             allowed = matching
         limit = len(index)
         if allowed is not None:
