@@ -103,3 +103,21 @@ def test_splits_work_with_string_ids():
     d = toy(str_ids=True, n_events=100)
     for tr, te in (random_split(d), temporal_user_split(d), leave_last_one(d)):
         _assert_partition(d, tr, te)
+
+
+def test_splits_warn_when_they_fall_back_to_file_order():
+    import warnings
+
+    from annrec.data import Interactions
+    from annrec.data.splits import FileOrderWarning, leave_last_one, temporal_user_split
+
+    inter = Interactions.from_arrays([1, 1, 1, 2, 2], [10, 11, 12, 10, 13])  # no timestamps
+    with pytest.warns(FileOrderWarning, match="no timestamps.*order in the file"):
+        train, test = temporal_user_split(inter, 0.34)
+    assert test.n_events == 2  # the last event of each user in file order
+    with pytest.warns(FileOrderWarning):
+        leave_last_one(inter)
+    timed = Interactions.from_arrays([1, 1], [10, 11], timestamp=[5, 6])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        temporal_user_split(timed, 0.5)

@@ -50,8 +50,19 @@ def _os_error_message(e: OSError) -> str:
 def main() -> None:
     """Console-script entry point: exit 0 on success, 2 on bad input or usage (one line, no traceback), 130 on
     Ctrl-C."""
+    import warnings
+
+    from annrec.data.splits import FileOrderWarning
     from annrec.errors import AnnrecError
 
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FileOrderWarning):
+            console.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+        else:
+            _default_showwarning(message, category, filename, lineno, file, line)
+
+    _default_showwarning = warnings.showwarning
+    warnings.showwarning = show_warning
     try:
         result = app(standalone_mode=False)
     except AnnrecError as e:

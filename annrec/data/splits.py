@@ -14,6 +14,8 @@ source counts as later).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from annrec.data.interactions import Interactions
@@ -55,6 +57,21 @@ def random_split(inter: Interactions, test_fraction: float = 0.1, seed: int = 0
     return inter.subset(~is_test), inter.subset(is_test)
 
 
+class FileOrderWarning(UserWarning):
+    """A time-ordered protocol fell back to the order of the file: the interactions carry no timestamps."""
+
+
+def warn_if_no_timestamps(inter: Interactions, protocol: str) -> bool:
+    """Warn (:class:`FileOrderWarning`) and return True when every timestamp of ``inter`` is 0 (unknown), so
+    ``protocol`` orders each user's events by their position in the file instead of by time."""
+    if inter.n_events and not np.any(inter.timestamp):
+        warnings.warn(f"{inter.name or 'the interactions'} carry no timestamps: {protocol} orders each user's "
+                      f"events by their order in the file, not by time (pass the timestamp column, e.g. "
+                      f"--timestamp-col, for a temporal split)", FileOrderWarning, stacklevel=3)
+        return True
+    return False
+
+
 def _rank_from_end(inter: Interactions) -> tuple[np.ndarray, np.ndarray]:
     """For every event, how many of its user's events come after it in time order; and per-user counts."""
     order = inter._order()
@@ -83,6 +100,7 @@ def temporal_user_split(inter: Interactions, test_fraction: float = 0.2
         InputError: ``test_fraction`` not in (0, 1).
     """
     f = _check_fraction(test_fraction)
+    warn_if_no_timestamps(inter, "the per-user temporal split")
     rank_from_end, counts = _rank_from_end(inter)
     n_test = np.floor(counts * f + 0.5).astype(np.int64)
     n_test = np.minimum(np.maximum(n_test, 1), counts - 1)  # counts==1 -> 0, counts==0 -> -1 (unused)
@@ -99,6 +117,7 @@ def leave_last_one(inter: Interactions) -> tuple[Interactions, Interactions]:
     Returns:
         ``(train, test)``, same id space as ``inter``.
     """
+    warn_if_no_timestamps(inter, "leave-last-one")
     rank_from_end, counts = _rank_from_end(inter)
     is_test = (rank_from_end == 0) & (counts[inter.user_idx] >= 2)
     return inter.subset(~is_test), inter.subset(is_test)
