@@ -180,3 +180,28 @@ def test_failed_write_leaves_cache_unchanged(tmp_path):
         # the second key cannot be bound: the first row of this write must be rolled back too
         cache.put_many([b"b" * 32, object()], np.ones((2, 4), np.float32), "m")
     assert len(cache) == 1
+
+
+def test_interrupted_encoding_resumes_where_it_stopped(tmp_path, minilm_path, monkeypatch):
+    import annrec.train.text as text_mod
+
+    monkeypatch.setattr(text_mod, "CACHE_CHUNK", 4)
+    texts = [f"Movie number {i} ({1990 + i}). Tags: tag{i}" for i in range(12)]
+    enc = TextEncoder(minilm_path, device="cpu", cache_dir=tmp_path, batch_size=2)
+    real = enc._encode_raw
+    calls = []
+
+    def interrupt_on_third(chunk, *a, **kw):
+        calls.append(len(chunk))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(chunk, *a, **kw)
+
+    monkeypatch.setattr(enc, "_encode_raw", interrupt_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        enc.encode(texts)
+    assert calls == [4, 4, 4] and len(TextVectorCache(tmp_path)) == 8  # two chunks committed
+    enc2 = TextEncoder(minilm_path, device="cpu", cache_dir=tmp_path, batch_size=2)
+    full = enc2.encode(texts)
+    assert enc2.last_stats["n_cached"] == 8 and enc2.last_stats["n_encoded"] == 4
+    np.testing.assert_allclose(full, enc2.encode(texts, use_cache=False), atol=1e-5)

@@ -290,6 +290,10 @@ def default_cache_dir() -> Path:
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "annrec") / "text"
 
 
+#: texts encoded between two commits of the vector cache
+CACHE_CHUNK = 512
+
+
 class TextVectorCache:
     """Persistent ``key -> float32 vector`` store in one SQLite file (``<cache_dir>/vectors.sqlite``).
 
@@ -478,7 +482,8 @@ class TextEncoder:
         """Encode texts; returns float32 ``(len(texts), dim)``, unit rows when ``normalize``.
 
         With the cache on, duplicate texts are encoded once, texts already in the cache are not encoded
-        again, and the new vectors are written to the cache in one transaction. Without it, this is one
+        again, and the new vectors are committed to the cache every :data:`CACHE_CHUNK` texts (an
+        interrupted run resumes where it stopped). Without it, this is one
         ``SentenceTransformer.encode`` call on all texts (which sorts them by length and batches them).
 
         Raises:
@@ -498,10 +503,15 @@ class TextEncoder:
             first.setdefault(k, i)
         found = self._cache.get_many(list(first), self.dim)
         missing = [k for k in first if k not in found]
-        if missing:
-            new = self._encode_raw([texts[first[k]] for k in missing])
-            self._cache.put_many(missing, new, self.fingerprint)
-            found.update(zip(missing, new))
+        # committed chunk by chunk (longest texts first, as sentence-transformers batches them), so an
+        # interrupted run keeps what it encoded and a re-run encodes only the rest
+        missing.sort(key=lambda k: -len(texts[first[k]]))
+        step = max(self.batch_size, CACHE_CHUNK)
+        for start in range(0, len(missing), step):
+            chunk = missing[start:start + step]
+            new = self._encode_raw([texts[first[k]] for k in chunk])
+            self._cache.put_many(chunk, new, self.fingerprint)
+            found.update(zip(chunk, new))
         vecs = np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
         self.last_stats = {"n_texts": len(texts), "n_unique": len(first), "n_cached": len(first) - len(missing),
                            "n_encoded": len(missing), "seconds": time.perf_counter() - t0}
