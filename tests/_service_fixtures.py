@@ -83,13 +83,18 @@ class FakeTextEncoder:
 
 class FakeSequenceEncoder:
     """Mean of the item vectors of one sequence, in the contract of annrec.train.sequence.SequenceQueryEncoder:
-    ``encode(item_ids, timestamps) -> (vector (dim,), warnings)``; unknown ids -> UnknownIdError."""
+    ``encode(item_ids, timestamps, now) -> (vector (dim,), warnings)``, ``rows(item_ids) -> (rows, positions,
+    unknown ids)``; unknown ids -> UnknownIdError."""
 
     def __init__(self, emb: Embeddings) -> None:
         self.emb = emb
 
-    def encode(self, item_ids, timestamps=None):
+    def rows(self, item_ids):
         rows = [self.emb.row_of(i) for i in item_ids]
+        return np.asarray(rows, dtype=np.int64), list(range(len(rows))), []
+
+    def encode(self, item_ids, timestamps=None, now=None):
+        rows = self.rows(item_ids)[0]
         warnings = [] if timestamps is not None else ["no timestamps: every event is taken as recent"]
         return self.emb.vectors[rows].mean(0).astype(np.float32), warnings
 

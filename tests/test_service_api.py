@@ -77,9 +77,11 @@ def test_search_single_matches_exact_with_metadata(client, model_dir):
     r = client.post("/v1/indexes/mf-hnsw/search", json={"vector": q.tolist(), "k": 5, "ef": 200}, headers=RH)
     assert r.status_code == 200, r.text
     body = r.json()
-    hits = body["results"][0]
+    assert set(body) == {"index", "k", "hits"} and body["index"] == "mf-hnsw" and body["k"] == 5
+    hits = body["hits"]
     assert [h["id"] for h in hits] == exact_top(e.vectors, e.ids, q, 5)
-    assert hits[0]["item"]["title"] == f"Movie {hits[0]['id']}"
+    assert set(hits[0]) == {"id", "score", "metadata"}
+    assert hits[0]["metadata"]["title"] == f"Movie {hits[0]['id']}"
     assert hits[0]["score"] == pytest.approx(float(e.vectors[e.row_of(hits[0]["id"])] @ q), rel=1e-4)
 
 
@@ -90,14 +92,15 @@ def test_search_batch_filters_and_nprobe(client, model_dir):
     r = client.post("/v1/indexes/mf-ivf/search", headers=RH, json={
         "vectors": qs.tolist(), "k": 3, "nprobe": 8, "denied_ids": top[:1], "include_metadata": False})
     assert r.status_code == 200, r.text
-    res = r.json()["results"]
+    assert set(r.json()) == {"index", "k", "results"}
+    res = [q["hits"] for q in r.json()["results"]]
     assert len(res) == 3 and all(len(h) == 3 for h in res)
     assert top[0] not in [h["id"] for h in res[0]] and res[0][0]["id"] == top[1]
-    assert "item" not in res[0][0] or res[0][0]["item"] is None
+    assert all(h["metadata"] is None for hits in res for h in hits)
     allowed = [1001, 1002, 1003]
     r = client.post("/v1/indexes/mf-hnsw/search", headers=RH,
                     json={"vector": qs[1].tolist(), "k": 5, "allowed_ids": allowed + [999999]})
-    ids = [h["id"] for h in r.json()["results"][0]]
+    ids = [h["id"] for h in r.json()["hits"]]
     assert sorted(ids) == allowed  # only the allowed items; fewer than k when fewer are allowed
 
 
@@ -130,16 +133,73 @@ def test_user_recommendations_exclude_seen(client, model_dir):
     assert client.get(f"/v1/users/{user}/recommendations", headers=RH).json()["index"] == "mf-hnsw"
 
 
+@pytest.mark.parametrize("index,params", [("mf-hnsw", {"ef": 64}), ("mf-ivf", {"nprobe": 8})])
+def test_user_recommendations_are_what_the_recommender_answers(client, model_dir, index, params):
+    from annrec.index import load_index
+    from annrec.recommend import Recommender
+
+    e = emb(model_dir)
+    rec = Recommender(e, load_index(model_dir / index))
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    for user in (1, 5, 17, 40):
+        for exclude in (True, False):
+            r = client.get(f"/v1/users/{user}/recommendations?k=7&index={index}&exclude_seen={str(exclude).lower()}"
+                           f"&{query}", headers=RH)
+            assert r.status_code == 200, r.text
+            want = [h.to_dict() for h in rec.recommend(user, 7, exclude_seen=exclude, params=params)]
+            got = r.json()["hits"]
+            assert [h["id"] for h in got] == [h["id"] for h in want]
+            assert [h["metadata"] for h in got] == [h["metadata"] for h in want]
+            assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want], rel=1e-5)
+
+
+def test_seen_items_never_appear_unless_asked_for(client, model_dir):
+    e = emb(model_dir)
+    shown_seen = 0
+    for user in e.query_ids.tolist():
+        seen = set(e.seen_ids(user).tolist())
+        r = client.get(f"/v1/users/{user}/recommendations?k=30&index=mf-ivf&nprobe=8&include_metadata=false",
+                       headers=RH)
+        assert r.status_code == 200 and not seen & {h["id"] for h in r.json()["hits"]}, user
+        assert len(r.json()["hits"]) == 30 and all(h["metadata"] is None for h in r.json()["hits"])
+        r = client.get(f"/v1/users/{user}/recommendations?k=30&index=mf-ivf&nprobe=8&exclude_seen=false",
+                       headers=RH)
+        assert r.json()["exclude_seen"] is False
+        shown_seen += len(seen & {h["id"] for h in r.json()["hits"]})
+    assert shown_seen > 0  # with exclude_seen=false the users' own items come back
+
+
+def test_a_larger_ef_does_not_lower_recall(client, model_dir):
+    e = emb(model_dir)
+    queries = e.queries[:40]
+    truth = [set(exact_top(e.vectors, e.ids, q, 10)) for q in queries]
+
+    def recall(ef: int) -> float:
+        r = client.post("/v1/indexes/mf-hnsw/search", headers=RH,
+                        json={"vectors": queries[:8].tolist(), "k": 10, "ef": ef, "include_metadata": False})
+        rows = [q["hits"] for q in r.json()["results"]]
+        for start in range(8, len(queries), 8):
+            r = client.post("/v1/indexes/mf-hnsw/search", headers=RH,
+                            json={"vectors": queries[start:start + 8].tolist(), "k": 10, "ef": ef})
+            rows += [q["hits"] for q in r.json()["results"]]
+        return float(np.mean([len(t & {h["id"] for h in hits}) / 10 for t, hits in zip(truth, rows)]))
+
+    recalls = [recall(ef) for ef in (10, 20, 80, 320)]
+    assert all(b >= a for a, b in zip(recalls, recalls[1:])), recalls
+    assert recalls[-1] == 1.0
+
+
 def test_text_and_next_with_registered_encoders(client, model_dir):
     r = client.post("/v1/search/text", json={"query": "space opera", "k": 3}, headers=RH)
     assert r.status_code == 200, r.text
+    assert r.json()["query"] == "space opera" and "warnings" not in r.json()
     assert r.json()["index"] == "words-flat" and len(r.json()["hits"]) == 3
     assert all(isinstance(h["id"], str) for h in r.json()["hits"])
     # same text, same answer
     assert client.post("/v1/search/text", json={"query": "space opera", "k": 3}, headers=RH).json() == r.json()
     seq = Embeddings.load(model_dir / "seq")
     items = [3, 7, 11]
-    r = client.post("/v1/recommendations/next", json={"items": items, "timestamps": [10, 20, 30], "k": 4},
+    r = client.post("/v1/recommendations/next", json={"item_ids": items, "timestamps": [10, 20, 30], "k": 4},
                     headers=RH)
     assert r.status_code == 200, r.text
     got = [h["id"] for h in r.json()["hits"]]
@@ -147,15 +207,25 @@ def test_text_and_next_with_registered_encoders(client, model_dir):
     q = q / np.linalg.norm(q)
     v = seq.vectors / np.linalg.norm(seq.vectors, axis=1, keepdims=True)
     expected = [i for i in np.argsort(-(v @ q)).tolist() if i not in items][:4]
-    assert got == expected and "warnings" not in r.json()
-    r = client.post("/v1/recommendations/next", json={"items": items, "k": 4}, headers=RH)
+    assert got == expected and "warnings" not in r.json() and "Deprecation" not in r.headers
+    r = client.post("/v1/recommendations/next", json={"item_ids": items, "k": 4}, headers=RH)
     assert r.json()["warnings"] == ["no timestamps: every event is taken as recent"]
-    r = client.post("/v1/recommendations/next", json={"items": [3, 7], "timestamps": [1.5, 2], "k": 4}, headers=RH)
+    r = client.post("/v1/recommendations/next", json={"item_ids": [3, 7], "timestamps": [1.5, 2], "k": 4},
+                    headers=RH)
     assert r.status_code == 422 and "timestamps" in r.json()["message"]
-    r = client.post("/v1/recommendations/next", json={"items": [3, 999], "k": 4}, headers=RH)
+    r = client.post("/v1/recommendations/next", json={"item_ids": [3, 999], "k": 4}, headers=RH)
     assert r.status_code == 404 and "999" in r.json()["message"]
-    r = client.post("/v1/recommendations/next", json={"items": [3, 7], "timestamps": [1], "k": 4}, headers=RH)
+    r = client.post("/v1/recommendations/next", json={"item_ids": [3, 7], "timestamps": [1], "k": 4}, headers=RH)
     assert r.status_code == 422 and "timestamps" in r.json()["message"]
+
+
+def test_next_accepts_the_old_items_spelling_with_a_deprecation_header(client):
+    new = client.post("/v1/recommendations/next", json={"item_ids": [3, 7, 11], "k": 4}, headers=RH)
+    old = client.post("/v1/recommendations/next", json={"items": [3, 7, 11], "k": 4}, headers=RH)
+    assert old.status_code == 200 and old.json() == new.json()
+    assert old.headers["Deprecation"] == "true" and "items -> item_ids" in old.headers["Warning"]
+    r = client.post("/v1/recommendations/next", json={"items": [3], "item_ids": [3], "k": 4}, headers=RH)
+    assert r.status_code == 422 and "items" in r.json()["message"]  # both spellings: the old one is unknown
 
 
 def test_text_and_next_404_without_encoder(tmp_path):
@@ -164,13 +234,14 @@ def test_text_and_next_404_without_encoder(tmp_path):
     with TestClient(app) as c:
         r = c.post("/v1/search/text", json={"query": "x"})
         assert r.status_code == 404 and "no text model loaded" in r.json()["message"]
-        r = c.post("/v1/recommendations/next", json={"items": [1, 2]})
+        r = c.post("/v1/recommendations/next", json={"item_ids": [1, 2]})
         assert r.status_code == 404 and "no sequence model loaded" in r.json()["message"]
 
 
 def test_get_item(client):
     r = client.get("/v1/indexes/mf-hnsw/items/1003?include_vector=true", headers=RH)
-    assert r.status_code == 200 and r.json()["item"]["title"] == "Movie 1003" and len(r.json()["vector"]) == DIM
+    assert r.status_code == 200 and set(r.json()) == {"index", "id", "metadata", "vector"}
+    assert r.json()["metadata"]["title"] == "Movie 1003" and len(r.json()["vector"]) == DIM
     r = client.get("/v1/indexes/words-flat/items/w3", headers=RH)
     assert r.status_code == 200 and r.json()["id"] == "w3" and r.json()["vector"] is None
 
@@ -180,7 +251,7 @@ def test_get_item(client):
     ("get", "/v1/indexes", None), ("get", "/v1/indexes/mf-hnsw", None),
     ("post", "/v1/indexes/mf-hnsw/search", {"vector": [0.0] * DIM}),
     ("get", "/v1/indexes/mf-hnsw/items/1001/similar", None), ("get", "/v1/users/1/recommendations", None),
-    ("post", "/v1/search/text", {"query": "x"}), ("post", "/v1/recommendations/next", {"items": [1]}),
+    ("post", "/v1/search/text", {"query": "x"}), ("post", "/v1/recommendations/next", {"item_ids": [1]}),
     ("get", "/metrics", None),
 ])
 def test_read_endpoints_need_a_key(client, method, path, body):
@@ -285,7 +356,7 @@ def test_bad_search_input_is_4xx_with_a_message(client, body, status, needle):
 def test_nan_and_inf_are_rejected(client, raw):
     r = _search(client, None, raw=raw)
     assert r.status_code == 422, r.text
-    assert "NaN or Inf" in r.json()["message"]
+    assert "must be finite" in r.json()["message"]
 
 
 @pytest.mark.parametrize("raw,status", [(b'{"vector": [1,', 400), (b"not json", 400), (b"[1, 2]", 422),
@@ -304,7 +375,8 @@ def test_unknown_index_item_user(client):
                  "/v1/indexes/mf-hnsw/items/-3", "/v1/indexes/words-flat/items/zzz/similar",
                  "/v1/indexes/mf-hnsw/items/99999999999999999999999999/similar"):
         r = client.get(path, headers=RH)
-        assert r.status_code == 404 and "unknown id" in r.json()["message"], (path, r.text)
+        assert r.status_code == 404 and "unknown" in r.json()["message"], (path, r.text)
+        assert path.split("/")[5] in r.json()["message"], (path, r.text)
     r = client.get("/v1/users/9999/recommendations", headers=RH)
     assert r.status_code == 404 and "unknown user id" in r.json()["message"]
     r = client.get("/v1/users/1/recommendations?index=words-flat", headers=RH)
@@ -349,15 +421,19 @@ def test_upsert_search_delete_persisted(writable):
         {"id": 1001, "vector": (-v).tolist()}]})
     assert r.status_code == 200, r.text
     assert r.json() == {"index": "mf-hnsw", "upserted": 2, "count": N_ITEMS + 1, "persisted": True}
-    hits = _search(c, {"vector": v.tolist(), "k": 1}).json()["results"][0]
-    assert hits[0]["id"] == 777777 and hits[0]["item"] == {"title": "Brand new"}
+    hits = _search(c, {"vector": v.tolist(), "k": 1}).json()["hits"]
+    assert hits[0]["id"] == 777777 and hits[0]["metadata"] == {"title": "Brand new"}
+    assert c.get("/v1/indexes/mf-hnsw/items/777777", headers=RH).json()["metadata"] == {"title": "Brand new"}
+    r = c.get("/v1/indexes/mf-hnsw/items/1001?include_vector=true", headers=RH).json()
+    assert np.allclose(r["vector"], -v) and r["metadata"]["title"] == "Movie 1001"  # metadata kept from the embeddings
     # the folder on disk already holds the write (persist=sync)
     idx = load_index(d / "mf-hnsw")
     assert 777777 in idx and np.allclose(idx.get_vector(1001), -v)
     r = c.delete("/v1/indexes/mf-hnsw/items/777777", headers=AH)
     assert r.status_code == 200 and r.json()["deleted"] == 777777 and r.json()["count"] == N_ITEMS
     assert 777777 not in load_index(d / "mf-hnsw")
-    assert all(h["id"] != 777777 for h in _search(c, {"vector": v.tolist(), "k": 5}).json()["results"][0])
+    assert all(h["id"] != 777777 for h in _search(c, {"vector": v.tolist(), "k": 5}).json()["hits"])
+    assert c.get("/v1/indexes/mf-hnsw/items/777777", headers=RH).status_code == 404
     r = c.delete("/v1/indexes/mf-hnsw/items/777777", headers=AH)
     assert r.status_code == 404
 
@@ -381,7 +457,7 @@ def test_bad_upserts(writable, body, status, needle):
 def test_upsert_nan_and_read_only_indexes(client):
     raw = b'{"items": [{"id": 5, "vector": [NaN' + b', 0.1' * (DIM - 1) + b']}]}'
     r = client.put("/v1/indexes/mf-hnsw/items", content=raw, headers={**AH, "Content-Type": "application/json"})
-    assert r.status_code == 422 and "NaN or Inf" in r.json()["message"]
+    assert r.status_code == 422 and "must be finite" in r.json()["message"]
     r = client.put("/v1/indexes/seq/items", headers=AH, json={"items": [{"id": 1000, "vector": [0.1] * 8}]})
     assert r.status_code == 422 and "cannot be changed" in r.json()["message"]
 
@@ -395,7 +471,7 @@ def test_reload_picks_up_new_artifacts_and_keeps_old_on_failure(writable):
     gen = c.get("/ready").json()["generation"]
     r = c.post("/v1/admin/reload", headers=AH)
     assert r.status_code == 200 and "extra-flat" in r.json()["indexes"] and r.json()["generation"] == gen + 1
-    assert _search(c, {"vector": x[3].tolist(), "k": 1}, index="extra-flat").json()["results"][0][0]["id"] == 3
+    assert _search(c, {"vector": x[3].tolist(), "k": 1}, index="extra-flat").json()["hits"][0]["id"] == 3
     (d / "broken").mkdir()
     (d / "broken" / "manifest.json").write_text('{"kind": "annrec.index", "backend": "faiss", "format_version": 1, '
                                                 '"dim": 4, "metric": "l2"}')
@@ -449,20 +525,61 @@ def test_openapi_has_models_examples_and_security(client):
 
 
 def test_fast_search_path_and_fastapi_route_agree(model_dir):
-    """The middleware's fast path and the FastAPI route give byte-identical answers, errors included."""
-    bodies = [{"vector": emb(model_dir).queries[1].tolist(), "k": 4, "ef": 100},
-              {"vectors": emb(model_dir).queries[:2].tolist(), "k": 2, "denied_ids": [1001], "allowed_ids": None},
-              {"vector": [0.1] * 3}, {"vector": [0.1] * DIM, "k": 0}, {"vector": [0.1] * DIM, "nprobe": 2}]
+    """The search fast path and the FastAPI route give the same answers, errors and metrics included."""
+    q = emb(model_dir).queries
+    bodies = [{"vector": q[1].tolist(), "k": 4, "ef": 100},
+              {"vectors": q[:2].tolist(), "k": 2, "denied_ids": [1001], "allowed_ids": None},
+              {"vector": q[1].tolist(), "k": 5, "allowed_ids": [1001, 1002]},
+              {"vector": [0.1] * 3}, {"vector": [0.1] * DIM, "k": 0}, {"vector": [0.1] * DIM, "nprobe": 2},
+              {"vector": [0.1] * DIM, "k": 51}, {}, [1, 2], b'{"vector": [1,', b'{"vector": [NaN]}', b""]
     answers = []
     for fast in (True, False):
-        app = create_app(load_settings(model_dir=model_dir, read_key=READ_KEY, fast_search=fast))
+        app = create_app(load_settings(model_dir=model_dir, read_key=READ_KEY, fast_search=fast, max_k=50))
         with TestClient(app) as c:
-            got = [(r.status_code, r.content) for r in
-                   (c.post("/v1/indexes/mf-hnsw/search", json=b, headers=RH) for b in bodies)]
-            got.append(c.post("/v1/indexes/mf-hnsw/search", json=bodies[0]).status_code)  # no key
-            got.append(c.post("/v1/indexes/nope/search", json=bodies[0], headers=RH).status_code)
+            got = []
+            for b in bodies:
+                kw = {"content": b} if isinstance(b, bytes) else {"json": b}
+                r = c.post("/v1/indexes/mf-hnsw/search", headers={**RH, "Content-Type": "application/json"}, **kw)
+                got.append((r.status_code, r.json()))
+            r = c.post("/v1/indexes/mf-hnsw/search", json=bodies[0])  # no key
+            got.append((r.status_code, r.json(), r.headers.get("WWW-Authenticate")))
+            got.append(c.post("/v1/indexes/nope/search", json=bodies[0], headers=RH).json())
+            got.append(c.post("/v1/indexes/mf-hnsw/search", json=bodies[0],
+                              headers={"Authorization": f"Bearer {READ_KEY}"}).status_code)
             text = c.get("/metrics", headers=RH).text
-            assert 'annrec_http_requests_total{method="POST",route="/v1/indexes/{name}/search",status="200"} 2.0' in text
+            assert 'annrec_http_requests_total{method="POST",route="/v1/indexes/{name}/search",status="200"} 4.0' \
+                in text
             answers.append(got)
     assert answers[0] == answers[1]
-    assert [a[0] if isinstance(a, tuple) else a for a in answers[0]] == [200, 200, 422, 422, 422, 401, 404]
+    assert [a[0] for a in answers[0][:len(bodies) + 1]] == [200, 200, 200, 422, 422, 422, 422, 422, 422, 400, 422, 422,
+                                                         401]
+    assert answers[0][1][1]["results"][0]["hits"] and len(answers[0][2][1]["hits"]) == 2
+
+
+def test_insecure_no_auth_and_public_metrics(model_dir):
+    app = create_app(load_settings(model_dir=model_dir, insecure_no_auth=True))
+    with TestClient(app) as c:
+        assert c.get("/v1/indexes").status_code == 200
+        assert c.get("/metrics").status_code == 200
+        assert c.post("/v1/admin/reload").status_code == 200
+    app = create_app(load_settings(model_dir=model_dir, read_key=READ_KEY, metrics_public=True))
+    with TestClient(app) as c:
+        assert c.get("/metrics").status_code == 200 and c.get("/v1/indexes").status_code == 401
+
+
+def test_key_in_header_wins_over_bearer(client):
+    assert client.get("/v1/indexes", headers={"X-API-Key": READ_KEY, "Authorization": "Bearer nope-nope-nope"}) \
+        .status_code == 200
+    r = client.get("/v1/indexes", headers={"X-API-Key": "nope-nope-nope", "Authorization": f"Bearer {READ_KEY}"})
+    assert r.status_code == 401 and "wrong API key" in r.json()["message"]
+    assert client.get("/v1/indexes", headers={"Authorization": f"Basic {READ_KEY}"}).status_code == 401
+    r = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {READ_KEY}"})
+    assert r.status_code == 403
+
+
+def test_openapi_documents_the_new_vocabulary(client):
+    comp = client.get("/openapi.json").json()["components"]["schemas"]
+    assert set(comp["Hit"]["properties"]) == {"id", "score", "metadata"}
+    assert "hits" in comp["SearchResponse"]["properties"] and "results" in comp["BatchSearchResponse"]["properties"]
+    assert "metadata" in comp["ItemResponse"]["properties"] and "item" not in comp["ItemResponse"]["properties"]
+    assert "item_ids" in comp["NextRequest"]["required"]

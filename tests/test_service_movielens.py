@@ -57,7 +57,7 @@ def test_movielens_recommendations_and_similar_items(ml_model_dir):
         hits = r.json()["hits"]
         seen = set(emb.seen_ids(1).tolist())
         assert len(hits) == 10 and not seen & {h["id"] for h in hits}
-        assert all(h["item"]["title"] for h in hits)
+        assert all(h["metadata"]["title"] for h in hits)
         # exact maximum inner product answer (seen excluded) vs the served HNSW answer
         scores = emb.vectors @ emb.queries[emb.query_row_of(1)]
         exact = [m for m in emb.ids[np.argsort(-scores)].tolist() if m not in seen][:10]
@@ -71,4 +71,4 @@ def test_movielens_recommendations_and_similar_items(ml_model_dir):
                   json={"items": [{"id": 999999, "vector": v, "metadata": {"title": "Made for user 1 (2025)"}}]})
         assert r.status_code == 200 and r.json()["persisted"]
         top = c.get("/v1/users/1/recommendations?k=1", headers=RH).json()["hits"][0]
-        assert top["id"] == 999999 and top["item"]["title"] == "Made for user 1 (2025)"
+        assert top["id"] == 999999 and top["metadata"]["title"] == "Made for user 1 (2025)"

@@ -141,7 +141,7 @@ def test_real_sequence_module_is_found_through_the_hook(tmp_path):
     with TestClient(app) as c:
         info = c.get("/v1/indexes/seq", headers=RH).json()
         assert info["query_encoder"] is None and "sequence encoder files" in info["query_encoder_error"]
-        r = c.post("/v1/recommendations/next", json={"items": [1, 2]}, headers=RH)
+        r = c.post("/v1/recommendations/next", json={"item_ids": [1, 2]}, headers=RH)
         assert r.status_code == 404 and "no sequence model loaded" in r.json()["message"]
 
 

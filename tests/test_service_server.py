@@ -36,12 +36,12 @@ def test_every_endpoint_over_http(served):
         assert c.get("/v1/indexes/mf-hnsw", headers=RH).json()["count"] == N_ITEMS
         q = e.queries[2]
         r = c.post("/v1/indexes/mf-hnsw/search", headers=RH, json={"vector": q.tolist(), "k": 3, "ef": 300})
-        assert [h["id"] for h in r.json()["results"][0]] == e.ids[np.argsort(-(e.vectors @ q))[:3]].tolist()
+        assert [h["id"] for h in r.json()["hits"]] == e.ids[np.argsort(-(e.vectors @ q))[:3]].tolist()
         assert c.get("/v1/indexes/mf-hnsw/items/1010/similar?k=3", headers=RH).status_code == 200
-        assert c.get("/v1/indexes/mf-hnsw/items/1010", headers=RH).json()["item"]["title"] == "Movie 1010"
+        assert c.get("/v1/indexes/mf-hnsw/items/1010", headers=RH).json()["metadata"]["title"] == "Movie 1010"
         assert len(c.get("/v1/users/7/recommendations?k=4", headers=RH).json()["hits"]) == 4
         assert c.post("/v1/search/text", headers=RH, json={"query": "robots", "k": 2}).status_code == 200
-        assert c.post("/v1/recommendations/next", headers=RH, json={"items": [1, 2], "k": 2}).status_code == 200
+        assert c.post("/v1/recommendations/next", headers=RH, json={"item_ids": [1, 2], "k": 2}).status_code == 200
         assert "annrec_http_requests_total" in c.get("/metrics", headers=RH).text
         assert c.get("/openapi.json").status_code == 200
         r = c.put("/v1/indexes/mf-ivf/items", headers=AH, json={"items": [{"id": 5000, "vector": [0.5] * DIM}]})
@@ -62,7 +62,7 @@ def test_auth_and_limits_over_http(served):
         assert c.delete("/v1/indexes/mf-hnsw/items/1001", headers=RH).status_code == 403
         raw = b'{"vector": [NaN' + b', 0.1' * (DIM - 1) + b']}'
         r = c.post("/v1/indexes/mf-hnsw/search", content=raw, headers={**RH, "Content-Type": "application/json"})
-        assert r.status_code == 422 and "NaN or Inf" in r.json()["message"]
+        assert r.status_code == 422 and "must be finite" in r.json()["message"]
         r = c.post("/v1/indexes/mf-hnsw/search", content=b"x" * 200_000,
                    headers={**RH, "Content-Type": "application/json"})
         assert r.status_code == 413
@@ -86,8 +86,8 @@ def _hammer(url: str, index: str, queries: np.ndarray, expected: list[list], sto
                            json={"vector": queries[j].tolist(), "k": 5, "include_metadata": False, **extra})
                 if r.status_code != 200:
                     failures.append(f"HTTP {r.status_code}: {r.text[:200]}")
-                elif [h["id"] for h in r.json()["results"][0]] != expected[j]:
-                    failures.append(f"wrong answer for query {j}: {r.json()['results'][0]} != {expected[j]}")
+                elif [h["id"] for h in r.json()["hits"]] != expected[j]:
+                    failures.append(f"wrong answer for query {j}: {r.json()['hits']} != {expected[j]}")
             except httpx.HTTPError as ex:
                 failures.append(repr(ex))
             i += 1
@@ -155,8 +155,8 @@ def test_serve_persists_writes_across_a_restart(tmp_path):
         assert r.status_code == 200 and r.json()["persisted"], r.text
         assert c.delete("/v1/indexes/mf-hnsw/items/1002", headers=AH).status_code == 200
     with ServerProcess(d) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
-        hits = c.post("/v1/indexes/mf-hnsw/search", headers=RH, json={"vector": v, "k": 1}).json()["results"][0]
-        assert hits[0]["id"] == 900001 and hits[0]["item"] == {"title": "kept"}
+        hits = c.post("/v1/indexes/mf-hnsw/search", headers=RH, json={"vector": v, "k": 1}).json()["hits"]
+        assert hits[0]["id"] == 900001 and hits[0]["metadata"] == {"title": "kept"}
         assert c.get("/v1/indexes/mf-hnsw/items/1001?include_vector=true", headers=RH).json()["vector"][0] == -3.0
         assert c.get("/v1/indexes/mf-hnsw/items/1002", headers=RH).status_code == 404
         assert c.get("/v1/indexes/mf-hnsw", headers=RH).json()["count"] == N_ITEMS

@@ -156,13 +156,13 @@ def recommend_next_cmd(
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     items = emb.items or {}
     for rank, r in enumerate(recs, 1):
-        title = (r.item or items.get(r.item_id) or {}).get("title", "")
+        title = (r.metadata or items.get(r.item_id) or {}).get("title", "")
         console.print(f"{rank:3d}. {r.item_id}  {title}  [dim]{r.score:.3f}[/]", highlight=False)
     write_json_report(json_path, {"command": "recommend-next", "model": str(model),
                                   "index": str(index_dir) if index_dir else None, "input": item_ids,
                                   "warnings": warnings,
                                   "items": [{"item_id": r.item_id, "score": r.score,
-                                             "title": (r.item or items.get(r.item_id) or {}).get("title")}
+                                             "title": (r.metadata or items.get(r.item_id) or {}).get("title")}
                                             for r in recs]})
 
 

@@ -1,12 +1,14 @@
-"""The registry of served artifacts: index name -> index, its embeddings, item metadata, recommender side.
+"""The registry of served artifacts: index name -> :class:`ServedIndex` (the index, its embeddings, its one
+:class:`~annrec.recommend.Recommender`).
 
-Discovery (:func:`discover`): every folder under ``model_dir`` (the folder itself, its children, and
-their children; hidden folders such as the temporary folders of an atomic write are skipped) whose
-``manifest.json`` says ``annrec.index`` or ``annrec.embeddings``. An index is served under its folder
-name (``parent.child`` two levels down). Its embeddings are found through the index manifest's
-``source`` (``{"embeddings": <path>, "embeddings_name": <folder name>}``): the path when it exists, else
-a discovered embeddings folder of that name. Embeddings no index was built from are served through an
-exact in-memory FAISS ``Flat`` index under their own name (``serve_bare_embeddings``), read-only.
+Discovery (:func:`~annrec.service.discovery.discover`): every folder under ``model_dir`` (the folder
+itself, its children, and their children; hidden folders such as the temporary folders of an atomic
+write are skipped) whose ``manifest.json`` says ``annrec.index`` or ``annrec.embeddings``. An index is
+served under its folder name (``parent.child`` two levels down). Its embeddings are found through the
+index manifest's ``source`` (``{"embeddings": <path>, "embeddings_name": <folder name>}``): the path
+when it exists, else a discovered embeddings folder of that name. Embeddings no index was built from are
+served through an exact in-memory FAISS ``Flat`` index under their own name (``serve_bare_embeddings``),
+read-only.
 
 Concurrency (see ``docs/service.md``):
 
@@ -23,201 +25,71 @@ Concurrency (see ``docs/service.md``):
 
 from __future__ import annotations
 
-import importlib
 import logging
-import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from annrec.embeddings import KIND as EMB_KIND
 from annrec.embeddings import Embeddings
-from annrec.errors import AnnrecError, ArtifactError, DataNotFoundError, InputError, UnknownIdError
+from annrec.errors import DataNotFoundError, InputError, UnknownIdError
 from annrec.index import Index, build_index, load_index
-from annrec.index.base import KIND as INDEX_KIND
-from annrec.recommend import Recommender
+from annrec.recommend import Recommender, encode_with
+from annrec.service.discovery import (ENCODER_KINDS, ENCODER_MODULES, NAME_RE, Discovered, discover,
+                                      load_encoder, query_encoder, register_query_encoder)
+from annrec.service.persist import Persister, PersistError, reserve_capacity
 from annrec.service.rwlock import RWLock
 
 log = logging.getLogger("annrec.service")
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-# ----------------------------------------------------------------------------- query encoder hook
-#: trainer name (manifest "trainer") -> module offering ``query_encoder_from_embeddings(emb)``.
-ENCODER_MODULES: dict[str, str] = {"text": "annrec.train.text", "sequence": "annrec.train.sequence"}
-#: what each trainer's encoder answers: ``/v1/search/text`` or ``/v1/recommendations/next``.
-ENCODER_KINDS: dict[str, str] = {"text": "text", "sequence": "sequence"}
-_ENCODER_OVERRIDES: dict[str, tuple[str, Callable[[Embeddings], Any]]] = {}
-
-
-def register_query_encoder(trainer: str, factory: Callable[[Embeddings], Any] | None,
-                           kind: str | None = None) -> None:
-    """Register (or with ``factory=None`` remove) a query-encoder factory for a trainer name.
-
-    ``factory(emb)`` returns an encoder (see :func:`query_encoder`) or ``None``; ``kind`` is ``"text"``
-    or ``"sequence"`` (default: ``ENCODER_KINDS[trainer]``). Overrides the module lookup; used by tests
-    and by plug-ins whose trainer is not in :data:`ENCODER_MODULES`.
-    """
-    if factory is None:
-        _ENCODER_OVERRIDES.pop(trainer, None)
-        return
-    kind = kind or ENCODER_KINDS.get(trainer)
-    if kind not in ("text", "sequence"):
-        raise InputError(f"query encoder kind must be 'text' or 'sequence'; got {kind!r}")
-    _ENCODER_OVERRIDES[trainer] = (kind, factory)
-
-
-def query_encoder(emb: Embeddings) -> tuple[str, Any] | None:
-    """The query encoder of an embeddings artifact, as ``(kind, encoder)``, or ``None`` when it has none.
-
-    Looks up ``emb.manifest["trainer"]``; for ``"text"`` / ``"sequence"`` lazily imports
-    ``annrec.train.text`` / ``annrec.train.sequence`` and calls its
-    ``query_encoder_from_embeddings(emb)``. The encoder contract (``encoder.encode(...)``, or the encoder
-    itself when it is a plain callable), one query per call:
-
-    * text: ``encode(texts: list[str])`` with one text -> float32 ``(1, dim)`` or ``(dim,)``
-      (sentence-transformers style, e.g. :class:`annrec.train.text.TextEncoder`);
-    * sequence: ``encode(item_ids: list, timestamps: list[int] | None)`` (Unix seconds, oldest first)
-      -> float32 ``(dim,)`` (e.g. :class:`annrec.train.sequence.SequenceQueryEncoder`);
-    * either may return ``(vector, warnings: list[str])``; the warnings are passed to the client;
-    * bad input raises :class:`~annrec.errors.InputError` (422), unknown item ids
-      :class:`~annrec.errors.UnknownIdError` (404).
-
-    A missing module or function means "no encoder" (``None``); other errors propagate.
-    """
-    trainer = (emb.manifest or {}).get("trainer")
-    if trainer in _ENCODER_OVERRIDES:
-        kind, factory = _ENCODER_OVERRIDES[trainer]
-        enc = factory(emb)
-        return None if enc is None else (kind, enc)
-    module_name = ENCODER_MODULES.get(trainer)
-    if module_name is None:
-        return None
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        if getattr(e, "name", None) == module_name:
-            return None
-        raise
-    fn = getattr(module, "query_encoder_from_embeddings", None)
-    if fn is None:
-        return None
-    enc = fn(emb)
-    return None if enc is None else (ENCODER_KINDS[trainer], enc)
-
-
-def encode_with(encoder: Any, *args: Any) -> tuple[np.ndarray, list[str]]:
-    """Call an encoder (``.encode(...)`` if it has one, else the callable itself).
-
-    Returns:
-        ``(query vector float32 (1, dim), warnings)``.
-
-    Raises:
-        InputError: the encoder returned something that is not one finite vector.
-    """
-    fn = encoder.encode if hasattr(encoder, "encode") else encoder
-    out = fn(*args)
-    warnings: list[str] = []
-    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], list):
-        out, warnings = out
-    vec = np.asarray(out, dtype=np.float32)
-    if vec.ndim == 1:
-        vec = vec[None, :]
-    if vec.ndim != 2 or vec.shape[0] != 1:
-        raise InputError(f"the query encoder returned an array of shape {vec.shape} for one query; expected (dim,)")
-    return vec, [str(w) for w in warnings]
-
-
-# ----------------------------------------------------------------------------- discovery
-@dataclass
-class Discovered:
-    """Artifact folders found under a model dir: name -> folder."""
-
-    indexes: dict[str, Path] = field(default_factory=dict)
-    embeddings: dict[str, Path] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-
-
-def discover(model_dir: str | Path) -> Discovered:
-    """Find Index and Embeddings artifacts in ``model_dir`` (itself, children, grandchildren).
-
-    Raises:
-        DataNotFoundError: ``model_dir`` is not a folder.
-        ArtifactError: a folder name is served twice or a manifest is unreadable.
-    """
-    root = Path(model_dir)
-    if not root.is_dir():
-        raise DataNotFoundError(f"model dir {root} is not a folder: pass the folder holding the artifacts "
-                                f"(e.g. the --out of `annrec quickstart`)")
-    found = Discovered()
-
-    def visit(path: Path, name: str, depth: int) -> None:
-        manifest = path / "manifest.json"
-        if manifest.is_file():
-            try:
-                import json
-
-                kind = json.loads(manifest.read_text()).get("kind")
-            except (OSError, ValueError, AttributeError) as e:
-                raise ArtifactError(f"{manifest} is unreadable ({e}): rebuild that artifact or move it out of "
-                                    f"the model dir") from None
-            if kind not in (INDEX_KIND, EMB_KIND):
-                found.skipped.append(f"{path} ({kind or 'no kind'})")
-                return
-            if not NAME_RE.match(name):
-                found.skipped.append(f"{path} (name {name!r} is not usable in a URL: use letters, digits, . _ -)")
-                return
-            target = found.indexes if kind == INDEX_KIND else found.embeddings
-            other = found.embeddings if kind == INDEX_KIND else found.indexes
-            if name in target or name in other:
-                raise ArtifactError(f"two artifacts would be served as {name!r} ({path}): rename one folder")
-            target[name] = path
-            return
-        if depth >= 2:
-            return
-        for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            visit(child, child.name if depth == 0 else f"{name}.{child.name}", depth + 1)
-
-    visit(root, root.name, 0)
-    return found
-
 
 # ----------------------------------------------------------------------------- served index
-class PersistError(AnnrecError):
-    """A write was applied in memory but its index folder could not be saved."""
-
-
 class ServedIndex:
-    """One served index with everything answering a request needs.
+    """One served index and the one :class:`~annrec.recommend.Recommender` that answers every request on it.
+
+    Args:
+        name: the name in URLs. index: the :class:`~annrec.index.Index`.
+        path: the index folder (``None`` for an in-memory Flat index over embeddings: read-only).
+        embeddings / embeddings_path: the :class:`Embeddings` the index was built from, or ``None``.
+        encoder: ``(kind, encoder)`` from :func:`query_encoder` (kind ``"text"`` or ``"sequence"``) or ``None``.
+        encoder_error: why loading the query encoder failed, if it did.
 
     Attributes:
-        name: the name in URLs. path: the index folder (``None`` for an in-memory Flat over embeddings).
-        index: the :class:`~annrec.index.Index`. embeddings: its :class:`Embeddings` or ``None``.
-        recommender: a :class:`Recommender` when the embeddings have user vectors.
-        encoder / encoder_kind: the query encoder (``"text"`` or ``"sequence"``) or ``None``.
+        recommender: the :class:`Recommender` over ``(embeddings, index, encoder)``. When
+            :func:`~annrec.recommend.check_pairing` says the embeddings do not belong to the index, it
+            serves the index alone (no metadata from the embeddings, no users, no encoder) and
+            ``recommender_error`` says why.
+        embeddings / encoder / encoder_kind: what the recommender serves (``None`` when dropped).
         rw: readers-writer lock (searches shared, mutations exclusive).
         mutation: held by writers and by the saver; a reload takes it to quiesce writes.
     """
 
     def __init__(self, name: str, index: Index, path: Path | None, embeddings: Embeddings | None = None,
-                 embeddings_path: Path | None = None) -> None:
+                 embeddings_path: Path | None = None, encoder: tuple[str, Any] | None = None,
+                 encoder_error: str | None = None) -> None:
         self.name = name
         self.index = index
         self.path = path
-        self.embeddings = embeddings
         self.embeddings_path = embeddings_path
-        self.recommender: Recommender | None = None
         self.recommender_error: str | None = None
-        self.encoder: Any = None
-        self.encoder_kind: str | None = None
-        self.encoder_error: str | None = None
+        self.encoder_error = encoder_error
+        kind, enc = encoder if encoder is not None else (None, None)
+        try:
+            self.recommender = Recommender(embeddings, index, enc)
+        except InputError as e:
+            self.recommender_error = str(e)
+            log.warning("index %s does not belong to its embeddings %s (%s): serving it without them", name,
+                        embeddings_path, e)
+            if enc is not None:
+                self.encoder_error = f"not served: the embeddings do not belong to the index ({e})"
+            kind, self.embeddings_path = None, None
+            self.recommender = Recommender(None, index)
+        self.embeddings: Embeddings | None = self.recommender.embeddings
+        self.encoder: Any = self.recommender.encoder
+        self.encoder_kind: str | None = kind
         self.rw = RWLock()
         self.mutation = threading.Lock()
         self.retired = False
@@ -227,26 +99,16 @@ class ServedIndex:
         self.version = 0   # writes applied since load
         self.saved_version = 0
         self._int_ids = index._ext.dtype.kind in "iu" if len(index._ext) else None
-        if embeddings is not None and embeddings.queries is not None:
-            try:
-                self.recommender = Recommender(embeddings, index)
-            except InputError as e:
-                self.recommender_error = str(e)
 
-    # -- metadata
     @property
     def trainer(self) -> str | None:
+        """The ``trainer`` of the embeddings' manifest (``"mf"``, ``"text"``, …), or ``None``."""
         return (self.embeddings.manifest or {}).get("trainer") if self.embeddings is not None else None
 
-    def item_meta(self, item_id) -> dict | None:
-        m = self.index.items.get(item_id)
-        if m is None and self.embeddings is not None and self.embeddings.items:
-            m = self.embeddings.items.get(item_id)
-        return m
-
-    def coerce_id(self, item_id):
-        """Map a URL id (a string) onto the index's id type."""
-        return self.index._coerce(item_id)
+    @property
+    def has_users(self) -> bool:
+        """True when the index answers user recommendations (its embeddings carry user vectors)."""
+        return self.recommender.has_users
 
     def query_param_names(self) -> dict[str, str]:
         """API parameter name -> backend parameter name, for the parameters this index understands."""
@@ -265,7 +127,7 @@ class ServedIndex:
         idx = self.index
         d: dict[str, Any] = {
             "name": self.name, "backend": idx.backend, "metric": idx.metric, "dim": idx.dim, "count": len(idx),
-            "trainer": self.trainer, "user_recommendations": self.recommender is not None,
+            "trainer": self.trainer, "user_recommendations": self.has_users,
             "query_encoder": self.encoder_kind, "writable": self.writable,
             "query_params": sorted(self.query_param_names()),
         }
@@ -275,8 +137,7 @@ class ServedIndex:
                 "source": idx.source or {},
                 "path": str(self.path) if self.path is not None else None,
                 "embeddings": str(self.embeddings_path) if self.embeddings_path is not None else None,
-                "n_users": 0 if self.embeddings is None or self.embeddings.queries is None
-                else len(self.embeddings.queries),
+                "n_users": len(self.embeddings.queries) if self.has_users else 0,
                 "id_type": None if self._int_ids is None else ("int" if self._int_ids else "str"),
                 "memory_bytes": self.memory_bytes(),
                 "writes_since_load": self.version, "saved_writes": self.saved_version,
@@ -294,129 +155,12 @@ class ServedIndex:
             self._mem = cached
         return cached[1]
 
-    @contextmanager
-    def reading(self) -> Iterator[Index]:
-        """Hold the shared lock while using the index."""
-        with self.rw.read():
-            yield self.index
-
 
 def _safe(fn):
     try:
         return int(fn())
     except Exception:  # noqa: BLE001 - a size estimate must never fail a request
         return None
-
-
-# ----------------------------------------------------------------------------- persistence
-class Persister:
-    """Saves one index folder after writes, on a background thread.
-
-    ``sync`` mode: a writer waits (:meth:`wait`) until a save that started after its write finished, so
-    an answered write survives a crash; writes arriving during a save share the next one (group commit).
-    ``async`` mode: writers do not wait; the thread saves ``delay`` seconds after the first unsaved write.
-    """
-
-    def __init__(self, served: ServedIndex, mode: str, delay: float,
-                 on_save: Callable[[str, float, bool], None] | None = None) -> None:
-        self.served = served
-        self.mode = mode
-        self.delay = delay
-        self.on_save = on_save
-        self._cond = threading.Condition()
-        self._closed = False
-        self.error: str | None = None
-        self.failed_version = 0  # the writes up to this version were in a save that failed
-        self._thread = threading.Thread(target=self._run, name=f"annrec-save-{served.name}", daemon=True)
-        self._thread.start()
-
-    def noted(self) -> None:
-        """Wake the saver (called after a write bumped ``served.version``)."""
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait(self, version: int, timeout: float | None = None) -> None:
-        """Block until ``version`` is saved.
-
-        Raises:
-            PersistError: the save failed (the write stays applied in memory and is retried).
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self.served.saved_version < version:
-                if self.error is not None and self.failed_version >= version:
-                    raise PersistError(f"the write was applied but saving index {self.served.name!r} failed "
-                                       f"({self.error}); it is retried with the next write or reload")
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise PersistError(f"saving index {self.served.name!r} takes longer than {timeout:.0f} s; "
-                                       f"the write is applied and will be saved")
-                self._cond.wait(remaining if remaining is not None else 1.0)
-
-    def save_locked(self) -> None:
-        """Save now if there are unsaved writes; the caller holds ``served.mutation``."""
-        s = self.served
-        version = s.version
-        if s.saved_version >= version or s.path is None:
-            return
-        t0 = time.perf_counter()
-        ok = False
-        try:
-            s.index.save(s.path)
-            ok = True
-        except Exception as e:  # noqa: BLE001 - disk full, permissions: report, keep serving
-            log.error("saving index %s to %s failed: %s", s.name, s.path, e)
-            with self._cond:
-                self.error = str(e)
-                self.failed_version = version
-                self._cond.notify_all()
-        finally:
-            if self.on_save is not None:
-                self.on_save(s.name, time.perf_counter() - t0, ok)
-        if ok:
-            with self._cond:
-                s.saved_version = version
-                self.error = None
-                self._cond.notify_all()
-
-    def _run(self) -> None:
-        s = self.served
-        while True:
-            with self._cond:
-                while not self._closed and s.saved_version >= s.version:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                retry_only = self.error is not None and s.version <= self.failed_version
-            if self.mode == "async" and self.delay > 0:
-                time.sleep(self.delay)
-            elif retry_only:
-                time.sleep(1.0)  # no new write since the failure: retry once a second
-            with s.mutation:
-                if s.retired:
-                    return
-                self.save_locked()
-
-    def close(self) -> None:
-        """Stop the thread (the caller flushes with :meth:`save_locked` first)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
-def reserve_capacity(index: Index, headroom: float = 0.1, minimum: int = 1024) -> None:
-    """Grow a loaded hnswlib index's capacity by ``headroom`` (at least ``minimum`` slots) before serving it.
-
-    hnswlib loads an index with room for exactly its elements, so the first upsert would run
-    ``resize_index`` (a copy of the whole graph: ~1.5 s for 60,000 x 784) while holding the write lock and
-    stalling every search. Doing it at load time, before the index is served, keeps that off the request path.
-    """
-    raw = getattr(index, "raw", None)
-    if index.backend != "hnswlib" or raw is None:
-        return
-    target = int(len(index._ext) * (1 + headroom)) + minimum
-    if raw.get_max_elements() < target:
-        raw.resize_index(target)
 
 
 # ----------------------------------------------------------------------------- snapshot and registry
@@ -454,46 +198,35 @@ class Registry:
             raise DataNotFoundError(f"no index or embeddings artifacts under {s.model_dir}: build some with "
                                     f"`annrec quickstart --out {s.model_dir}` or `annrec index build`")
         emb_cache: dict[Path, Embeddings] = {}
+        enc_cache: dict[Path, tuple[tuple[str, Any] | None, str | None]] = {}
 
-        def load_emb(path: Path) -> Embeddings:
+        def load_emb(path: Path) -> tuple[Embeddings, tuple[str, Any] | None, str | None]:
             key = path.resolve()
             if key not in emb_cache:
                 emb_cache[key] = Embeddings.load(path)
-            return emb_cache[key]
+                enc_cache[key] = load_encoder(emb_cache[key], path)
+            return (emb_cache[key], *enc_cache[key])
 
         served: dict[str, ServedIndex] = {}
         used_emb: set[Path] = set()
         for name, path in found.indexes.items():
             index = load_index(path)
             emb_path = self._embeddings_path(index.source or {}, found)
-            emb = None
+            emb, enc, enc_error = None, None, None
             if emb_path is not None:
-                emb = load_emb(emb_path)
+                emb, enc, enc_error = load_emb(emb_path)
                 used_emb.add(emb_path.resolve())
-                if emb.dim != index.dim:
-                    log.warning("index %s (dim %d) does not match its embeddings %s (dim %d): serving it "
-                                "without them", name, index.dim, emb_path, emb.dim)
-                    emb, emb_path = None, None
-            served[name] = ServedIndex(name, index, path, emb, emb_path)
+            served[name] = ServedIndex(name, index, path, emb, emb_path, enc, enc_error)
         if s.serve_bare_embeddings:
             for name, path in found.embeddings.items():
                 if path.resolve() in used_emb:
                     continue
-                emb = load_emb(path)
+                emb, enc, enc_error = load_emb(path)
                 index = build_index(emb.vectors, emb.ids, emb.metric, backend="faiss", factory="Flat")
                 index.items = {}
                 index.source = {"embeddings": str(path.resolve()), "embeddings_name": name, "in_memory": True}
-                served[name] = ServedIndex(name, index, None, emb, path)
+                served[name] = ServedIndex(name, index, None, emb, path, enc, enc_error)
         for srv in served.values():
-            if srv.embeddings is not None:
-                try:
-                    got = query_encoder(srv.embeddings)
-                except Exception as e:  # noqa: BLE001 - a broken encoder must not stop the other indexes
-                    srv.encoder_error = f"{type(e).__name__}: {e}"
-                    log.warning("query encoder of %s could not be loaded: %s", srv.name, srv.encoder_error)
-                    got = None
-                if got is not None:
-                    srv.encoder_kind, srv.encoder = got
             srv.writable = srv.path is not None and not s.read_only
             if srv.writable:
                 srv.persister = Persister(srv, s.persist, s.save_delay_s, self.on_save)
@@ -590,7 +323,7 @@ class Registry:
 
         def ok(srv: ServedIndex) -> bool:
             if capability == "users":
-                return srv.recommender is not None
+                return srv.has_users
             return srv.encoder_kind == capability
 
         if name is not None:
@@ -672,3 +405,8 @@ class Registry:
             return f.read_text().strip() if f is not None else None
         except FileNotFoundError:
             return None
+
+
+__all__ = ["Registry", "ServedIndex", "Snapshot", "UnknownIndexError", "discover", "Discovered", "query_encoder",
+           "register_query_encoder", "encode_with", "ENCODER_KINDS", "ENCODER_MODULES", "NAME_RE", "Persister",
+           "PersistError", "reserve_capacity"]

@@ -1,27 +1,62 @@
-"""Request and response models of the HTTP API (pydantic v2), with the examples shown in the OpenAPI schema.
+"""Request and response models of the HTTP API (pydantic v2): FastAPI parses the bodies into them and
+documents them (with these examples) in the OpenAPI schema.
+
+The vocabulary: every answer that lists items calls them ``hits``; a hit is ``{"id", "score", "metadata"}``;
+item metadata is ``metadata`` on read and on write; lists of item ids are ``*_ids``.
 
 Limits that depend on the settings (``max_k``, ``max_batch``, ``max_ids``, ``max_string_length``) are
 checked by the endpoints, so the message names the setting; the bounds here are hard caps that keep
-validation itself cheap.
+validation itself cheap. Vector components must be finite (NaN, Infinity and overflowing numbers such
+as ``1e999`` are refused with a 422).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictStr, model_validator
 
 # Item ids: non-negative 64-bit integers or non-empty strings (the id type of the index must match).
 IntId = Annotated[int, Field(ge=0, le=2**63 - 1)]
 StrId = Annotated[StrictStr, Field(min_length=1, max_length=512)]
 ItemId = IntId | StrId
-Vector = Annotated[list[float], Field(min_length=1, max_length=65_536)]
+Vector = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1, max_length=65_536)]
 
 _HARD_MAX_LIST = 1_000_000
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _Renaming(_Model):
+    """A request model that still accepts, for one release, the old spelling of renamed fields.
+
+    ``RENAMED`` maps an old field name onto the new one; :attr:`deprecated_fields` lists the old names a
+    request used (the route answers them with a ``Deprecation`` header).
+    """
+
+    RENAMED: ClassVar[dict[str, str]] = {}
+    _deprecated: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _old_spellings(cls, data: Any, handler):
+        used = []
+        if isinstance(data, dict):
+            for old, new in cls.RENAMED.items():
+                if old in data and new not in data:
+                    data = {**data, new: data[old]}
+                    del data[old]
+                    used.append(old)
+        model = handler(data)
+        model._deprecated = used
+        return model
+
+    @property
+    def deprecated_fields(self) -> list[str]:
+        """``"old -> new"`` for each old spelling this request used."""
+        return [f"{old} -> {self.RENAMED[old]}" for old in self._deprecated]
 
 
 # ----------------------------------------------------------------------------- errors and status
@@ -94,10 +129,17 @@ class IndexDetail(IndexSummary):
 
 # ----------------------------------------------------------------------------- search
 class Hit(BaseModel):
+    """One ranked item."""
+
     id: int | str
     score: float = Field(description="similarity (ip, cosine; higher is better) or squared L2 distance "
                                      "(l2; lower is better)")
-    item: dict[str, Any] | None = Field(None, description="item metadata (e.g. title, genres)")
+    metadata: dict[str, Any] | None = Field(None, description="item metadata (e.g. title, genres); null when "
+                                                              "the item has none or include_metadata is false")
+
+
+_HIT_EXAMPLES = [{"id": 318, "score": 4.21, "metadata": {"title": "Shawshank Redemption, The (1994)"}},
+                 {"id": 858, "score": 4.02, "metadata": {"title": "Godfather, The (1972)"}}]
 
 
 class SearchRequest(_Model):
@@ -119,26 +161,40 @@ class SearchRequest(_Model):
         {"vector": [0.12, -0.4, 0.33], "k": 5, "ef": 64},
         {"vectors": [[0.12, -0.4, 0.33], [0.5, 0.1, -0.2]], "k": 3, "denied_ids": [1, 2]}]})
 
+    @model_validator(mode="after")
+    def _one_of(self) -> SearchRequest:
+        if (self.vector is None) == (self.vectors is None):
+            raise ValueError("give exactly one of 'vector' (one query) or 'vectors' (a batch)")
+        return self
 
-class SearchResponse(BaseModel):
-    index: str
-    k: int
-    results: list[list[Hit]] = Field(description="one list of hits per query, best first (fewer than k when "
-                                                 "filters leave fewer items)")
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"index": "mf-hnsw", "k": 2, "results": [[{"id": 318, "score": 4.21, "item": {"title": "Shawshank "
-                                                  "Redemption, The (1994)"}},
-                                                 {"id": 858, "score": 4.02, "item": {"title": "Godfather, The (1972)"}}]]}]})
+class Hits(BaseModel):
+    """The hits of one query, best first (fewer than k when filters leave fewer items)."""
+
+    hits: list[Hit]
 
 
 class RecommendationResponse(BaseModel):
     index: str
     k: int
-    hits: list[Hit]
+    hits: list[Hit] = Field(description="best first (fewer than k when filters leave fewer items)")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"index": "mf-hnsw", "k": 2, "hits": _HIT_EXAMPLES}]})
+
+
+class SearchResponse(RecommendationResponse):
+    """The answer to a search with one ``vector``."""
+
+
+class BatchSearchResponse(BaseModel):
+    """The answer to a search with ``vectors``: one entry per query vector, in order."""
+
+    index: str
+    k: int
+    results: list[Hits]
 
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"index": "mf-hnsw", "k": 1, "hits": [{"id": 2571, "score": 3.9, "item": {"title": "Matrix, The (1999)"}}]}]})
+        {"index": "mf-hnsw", "k": 2, "results": [{"hits": _HIT_EXAMPLES}, {"hits": _HIT_EXAMPLES[::-1]}]}]})
 
 
 class SimilarResponse(RecommendationResponse):
@@ -150,10 +206,13 @@ class UserRecommendationResponse(RecommendationResponse):
     exclude_seen: bool
 
 
-class NextRequest(_Model):
-    """Next-item recommendation from a sequence of item ids (oldest first)."""
+class NextRequest(_Renaming):
+    """Next-item recommendation from a sequence of item ids (oldest first). ``items`` is the deprecated
+    spelling of ``item_ids`` (accepted, answered with a ``Deprecation`` header)."""
 
-    items: Annotated[list[ItemId], Field(min_length=1, max_length=_HARD_MAX_LIST)] = Field(
+    RENAMED: ClassVar[dict[str, str]] = {"items": "item_ids"}
+
+    item_ids: Annotated[list[ItemId], Field(min_length=1, max_length=_HARD_MAX_LIST)] = Field(
         description="the item ids of the session, oldest first")
     timestamps: Annotated[list[Annotated[int, Field(ge=0, le=2**53)]], Field(max_length=_HARD_MAX_LIST)] | None = \
         Field(None, description="one Unix time (integer seconds) per item, non-decreasing, when the model uses them")
@@ -163,7 +222,14 @@ class NextRequest(_Model):
     include_metadata: StrictBool = True
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"items": [1, 260, 1196], "timestamps": [964982703, 964982931, 964983000], "k": 5}]})
+        {"item_ids": [1, 260, 1196], "timestamps": [964982703, 964982931, 964983000], "k": 5}]})
+
+    @model_validator(mode="after")
+    def _one_time_per_item(self) -> NextRequest:
+        if self.timestamps is not None and len(self.timestamps) != len(self.item_ids):
+            raise ValueError(f"{len(self.timestamps)} timestamps for {len(self.item_ids)} items: give one "
+                             f"timestamp per item or none")
+        return self
 
 
 class TextSearchRequest(_Model):
@@ -184,12 +250,14 @@ class TextSearchRequest(_Model):
 
 class TextSearchResponse(RecommendationResponse):
     query: str
-    warnings: list[str] | None = Field(None, description="what the encoder ignored or assumed")
+    warnings: list[str] = Field(default_factory=list, exclude_if=lambda v: not v,
+                                description="what the encoder ignored or assumed (absent when nothing)")
 
 
 class NextResponse(RecommendationResponse):
-    warnings: list[str] | None = Field(None, description="what the encoder ignored or assumed (unknown item ids, "
-                                                         "missing timestamps)")
+    warnings: list[str] = Field(default_factory=list, exclude_if=lambda v: not v,
+                                description="what the encoder ignored or assumed (unknown item ids, missing "
+                                            "timestamps; absent when nothing)")
 
 
 # ----------------------------------------------------------------------------- writes
@@ -220,8 +288,9 @@ class WriteResponse(BaseModel):
 class ItemResponse(BaseModel):
     index: str
     id: int | str
-    item: dict[str, Any] | None = None
-    vector: list[float] | None = None
+    metadata: dict[str, Any] | None = Field(None, description="the item's metadata (upserted, else the "
+                                                              "embeddings')")
+    vector: list[float] | None = Field(None, description="the stored vector (include_vector=true)")
 
 
 class ReloadResponse(BaseModel):

@@ -61,9 +61,9 @@ class ServiceSettings(BaseSettings):
                                          description="searches run at once in the thread pool (default 2 per core, "
                                                      "at least 4: enough to overlap the Python and native parts "
                                                      "of requests without GIL contention)")
-    fast_search: bool = Field(True, description="answer POST /v1/indexes/{name}/search in the ASGI middleware, "
-                                                "without routing and dependency injection (same checks; any "
-                                                "request it does not answer goes to the FastAPI route)")
+    fast_search: bool = Field(True, description="answer POST /v1/indexes/{name}/search before routing and "
+                                                "dependency injection, with the route's own checks, search and "
+                                                "error handlers (annrec.service.fastpath)")
     # persistence of writes
     persist: Literal["sync", "async"] = Field(
         "sync", description="sync: a write is answered after the index folder holding it is saved (concurrent "

@@ -916,19 +916,11 @@ def recommend_next(emb: Embeddings, index: Index | None, item_ids, timestamps=No
     Raises:
         InputError / UnknownIdError: as :meth:`SequenceQueryEncoder.encode`, and ``k`` out of range.
     """
-    from annrec._validate import check_k
     from annrec.recommend import Recommender
 
     enc = encoder or query_encoder_from_embeddings(emb)
-    vec, warnings = enc.encode(item_ids, timestamps, now)
-    rec = Recommender(emb, index)
-    deny = None
-    if exclude_input:
-        rows, _, _ = enc.rows(list(item_ids))
-        deny = sorted(set(emb.ids[rows].tolist()))
-    k = check_k(k, limit=len(rec.index) - (len(deny) if deny else 0))
-    ids, scores = rec.index.search(vec, k, params=params, denied_ids=deny or None)
-    return rec._pack(ids[0], scores[0]), warnings
+    return Recommender(emb, index, enc).recommend_next(list(item_ids), k, timestamps=timestamps, now=now,
+                                                       exclude_input=exclude_input, params=params)
 
 
 def exact_scores(emb: Embeddings, query: np.ndarray) -> np.ndarray:

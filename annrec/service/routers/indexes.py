@@ -1,0 +1,101 @@
+"""Index reads: list and describe the indexes, one item, nearest items of vectors, similar items."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+
+from annrec.recommend import Recommendation
+from annrec.service import schemas as S
+from annrec.service.deps import READ, IndexName, ItemIdPath, JsonRoute, Reg, Settings, in_worker, reading
+from annrec.service.errors import BODY_ERRORS, ERR, READ_ERRORS
+from annrec.service.limits import allowed_k, check_limits, query_params, to_queries
+from annrec.service.registry import ServedIndex
+
+router = APIRouter(prefix="/v1/indexes", dependencies=READ, route_class=JsonRoute)
+
+
+def hit_list(hits: list[Recommendation], include_metadata: bool) -> list[S.Hit]:
+    """Recommendations as response hits ``{"id", "score", "metadata"}``."""
+    if include_metadata:
+        return [S.Hit(id=h.item_id, score=h.score, metadata=h.metadata) for h in hits]
+    return [S.Hit(id=h.item_id, score=h.score) for h in hits]
+
+
+@router.get("", response_model=S.IndexList, tags=["indexes"], summary="The served indexes", responses={401: ERR})
+async def list_indexes(reg: Reg) -> S.IndexList:
+    snap = reg.snapshot
+    return S.IndexList(indexes=[srv.describe(full=False) for _, srv in sorted(snap.indexes.items())],
+                       generation=snap.generation)
+
+
+@router.get("/{name}", response_model=S.IndexDetail, tags=["indexes"], responses=READ_ERRORS,
+            summary="One index: backend, metric, dim, count, parameters")
+async def get_index(request: Request, name: IndexName, reg: Reg) -> S.IndexDetail:
+    return S.IndexDetail(**await in_worker(request, reg.get(name).describe))
+
+
+@router.get("/{name}/items/{item_id}", response_model=S.ItemResponse, tags=["indexes"], responses=READ_ERRORS,
+            summary="One item's metadata (and optionally its stored vector)")
+async def get_item(request: Request, name: IndexName, item_id: ItemIdPath, reg: Reg,
+                   include_vector: bool = False) -> S.ItemResponse:
+    srv = reg.get(name)
+
+    def get() -> S.ItemResponse:
+        iid = srv.index.coerce_id(item_id)
+        vec = srv.index.get_vector(iid)  # raises UnknownIdError
+        return S.ItemResponse(index=srv.name, id=iid, metadata=srv.recommender.metadata(iid),
+                              vector=vec.tolist() if include_vector else None)
+
+    return await reading(request, srv, get)
+
+
+def prepare_search(reg, name: str, body: S.SearchRequest, settings) -> tuple[ServedIndex, dict | None]:
+    """The checks of a search before it runs: limits, the index, its parameters -> ``(index, params)``.
+
+    Raises:
+        InputError: a limit or a parameter. UnknownIndexError: no such index.
+    """
+    check_limits(settings, k=body.k, batch=1 if body.vector is not None else len(body.vectors), ef=body.ef,
+                 nprobe=body.nprobe, ids={"allowed_ids": body.allowed_ids, "denied_ids": body.denied_ids})
+    srv = reg.get(name)
+    return srv, query_params(srv, body.ef, body.nprobe)
+
+
+def answer_search(srv: ServedIndex, body: S.SearchRequest, params: dict | None,
+                  threads: int) -> S.SearchResponse | S.BatchSearchResponse:
+    """Run a search (blocking: call it in a worker thread under ``srv``'s read lock) into its response model."""
+    vectors = [body.vector] if body.vector is not None else body.vectors
+    q = to_queries(vectors, srv.index.dim)
+    k = allowed_k(srv, body.k, body.allowed_ids, body.denied_ids)
+    rows = srv.recommender.search(q, k, allowed_ids=body.allowed_ids, denied_ids=body.denied_ids, params=params,
+                                  threads=threads, include_metadata=body.include_metadata) if k else [[] for _ in q]
+    if body.vector is not None:
+        return S.SearchResponse(index=srv.name, k=body.k, hits=hit_list(rows[0], body.include_metadata))
+    return S.BatchSearchResponse(index=srv.name, k=body.k,
+                                 results=[S.Hits(hits=hit_list(r, body.include_metadata)) for r in rows])
+
+
+@router.post("/{name}/search", response_model=S.SearchResponse | S.BatchSearchResponse, tags=["search"],
+             responses=BODY_ERRORS, summary="Nearest items of one query vector (hits) or a batch (results)")
+async def search(request: Request, name: IndexName, body: S.SearchRequest, reg: Reg,
+                 settings: Settings) -> S.SearchResponse | S.BatchSearchResponse:
+    srv, params = prepare_search(reg, name, body, settings)
+    return await reading(request, srv, answer_search, srv, body, params, settings.search_threads)
+
+
+@router.get("/{name}/items/{item_id}/similar", response_model=S.SimilarResponse, tags=["search"],
+            responses=READ_ERRORS, summary="Items most similar to an item (the item itself excluded)")
+async def similar(request: Request, name: IndexName, item_id: ItemIdPath, reg: Reg, settings: Settings,
+                  k: int = Query(10, ge=1), ef: int | None = Query(None, ge=1),
+                  nprobe: int | None = Query(None, ge=1), include_metadata: bool = True) -> S.SimilarResponse:
+    check_limits(settings, k=k, ef=ef, nprobe=nprobe)
+    srv = reg.get(name)
+    params = query_params(srv, ef, nprobe)
+
+    def go() -> S.SimilarResponse:
+        hits = srv.recommender.similar_items(item_id, k, params=params, threads=settings.search_threads,
+                                             include_metadata=include_metadata)
+        return S.SimilarResponse(index=srv.name, k=k, item_id=srv.index.coerce_id(item_id),
+                                 hits=hit_list(hits, include_metadata))
+
+    return await reading(request, srv, go)
