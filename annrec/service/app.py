@@ -22,6 +22,7 @@ import logging
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 import annrec
 from annrec.service.errors import install_error_handlers
@@ -87,7 +88,7 @@ def create_app(settings: ServiceSettings | None = None, registry: Registry | Non
     if reg.on_save is None:
         reg.on_save = metrics.on_save
     holder["r"] = reg
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their assets from the installed package, no CDN
         title="annrec", version=annrec.__version__, lifespan=lifespan, strict_content_type=False,
         summary="Vector search and recommendations over annrec indexes (FAISS, hnswlib).",
         description="Send the read key (reads) or the admin key (writes, reload) in the `X-API-Key` header. "
