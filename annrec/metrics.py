@@ -5,7 +5,7 @@ Top-N definitions (per user with at least one relevant item, then averaged over 
 - ``recall@k`` = hits / min(k, |relevant|)  — the truncated recall of ``implicit.evaluation.
   ranking_metrics_at_k`` (and of the RecSys literature), so that a perfect top-k scores 1.0 when a
   user has more than k relevant items. With this definition the popularity baseline reaches 0.082 on
-  the per-user temporal split of ml-latest-small, the figure our issues quote.
+  the per-user temporal split of ml-latest-small, the figure the docs quote.
 - ``precision@k`` = hits / k.
 - ``NDCG@k`` = DCG / ideal DCG with binary gains and ``1/log2(rank+1)`` discounts; the ideal ranking
   places min(k, |relevant|) hits first.

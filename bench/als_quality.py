@@ -10,7 +10,7 @@ the same seeds, scored by annrec's per-user-averaged recall@10 and by implicit's
 ``--search`` runs :func:`annrec.train.als.search_als` on the TRAINING part (its own temporal validation
 split), then refits the chosen setting on the whole training part with the same seeds and scores the test part.
 
-    ANNREC_DATA_DIR=/work/shared/datasets python bench/als_quality.py --seeds 5 --search \\
+    ANNREC_DATA_DIR=/path/to/datasets python bench/als_quality.py --seeds 5 --search \\
         --json bench/results/als_quality.json
 """
 

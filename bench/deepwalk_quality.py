@@ -1,19 +1,19 @@
 """Quality of DeepWalk vectors on ml-latest-small: genre classification (Micro/Macro-F1) and item-to-item top-N.
 
 Graph: item co-occurrence from each user's time-ordered history (consecutive items, unweighted) - the
-setting of issue 5's quality bar (``small``: Micro-F1 >= 0.453, Macro-F1 >= 0.239; ``paper``: >= 0.483 /
+setting of the quality target (``small``: Micro-F1 >= 0.453, Macro-F1 >= 0.239; ``paper``: >= 0.483 /
 >= 0.281). Protocol: :func:`annrec.eval.graph.multilabel_f1` (one-vs-rest logistic regression on 50% of
 the movies, top-k labels, averaged over ``--repeats`` random splits). Baselines in the same run: random
 Gaussian vectors of the same shape, and with ``--reference`` the same gensim training on walks from a
-Python ``random.choice`` loop (what the issue's reference figures were measured with).
+Python ``random.choice`` loop (what the reference figures were measured with).
 
 ``--topn`` also trains on the training part of the per-user temporal split (DESIGN.md top-N protocol) and
 scores item-to-item recommendation (mean cosine to the user's history) against the popularity baseline,
 plus a popularity-blended score whose weight is picked on a validation split carved from the training part.
 
-    ANNREC_DATA_DIR=/work/shared/datasets python bench/deepwalk_quality.py --preset small --reference --topn \
+    ANNREC_DATA_DIR=/path/to/datasets python bench/deepwalk_quality.py --preset small --reference --topn \
         --json bench/results/deepwalk_quality_small.json
-    ANNREC_DATA_DIR=/work/shared/datasets nice python bench/deepwalk_quality.py --preset paper \
+    ANNREC_DATA_DIR=/path/to/datasets nice python bench/deepwalk_quality.py --preset paper \
         --json bench/results/deepwalk_quality_paper.json
 """
 
@@ -32,7 +32,7 @@ BETAS = (0.0, 0.03, 0.1, 0.3, 1.0)  # popularity blend weights tried on the vali
 
 
 def reference_embeddings(model, graph):
-    """The issue's reference: Python ``random.choice`` walks (bench/deepwalk_walks.py) + the same gensim."""
+    """The reference: Python ``random.choice`` walks (bench/deepwalk_walks.py) + the same gensim."""
     from gensim.models import Word2Vec
 
     sys.path.insert(0, str(Path(__file__).parent))

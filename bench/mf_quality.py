@@ -8,7 +8,7 @@
   bias-only and popularity rankings beside it.
 * Training time with 1 and 2 torch threads, measured side by side (the machine is shared: read the ratio).
 
-    ANNREC_DATA_DIR=/work/shared/datasets python bench/mf_quality.py --seeds 3 --json bench/results/mf_quality.json
+    ANNREC_DATA_DIR=/path/to/datasets python bench/mf_quality.py --seeds 3 --json bench/results/mf_quality.json
 """
 
 from __future__ import annotations

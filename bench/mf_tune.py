@@ -6,7 +6,7 @@ fitted on FIT with a fixed number of epochs (no early stopping: ``val_fraction=0
 the best candidate is then fitted with early stopping + refit on all of TRAIN (what ``annrec train mf`` does)
 and scored once on TEST. The bias-only baseline's two regularisation weights are chosen the same way.
 
-    ANNREC_DATA_DIR=/work/shared/datasets python bench/mf_tune.py --json bench/results/mf_tune.json
+    ANNREC_DATA_DIR=/path/to/datasets python bench/mf_tune.py --json bench/results/mf_tune.json
 """
 
 from __future__ import annotations

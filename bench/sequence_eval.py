@@ -43,7 +43,7 @@ VARIANTS = {
 
 def baselines(train, num_threads: int = 1, als_search: bool = True) -> dict:
     """popularity, item-kNN (cosine, implicit's CosineRecommender), ALS (implicit, factors=32,
-    regularization=0.01, iterations=15: the trainers issue's default) and, with ``als_search``, ALS with the
+    regularization=0.01, iterations=15: the ALS defaults) and, with ``als_search``, ALS with the
     hyper-parameters that ``annrec.train.als.search_als`` picks on the same validation split the sequence
     model is tuned on (the fair comparison: both models tuned the same way)."""
     out = baseline_recommenders(train, ("popularity", "item_knn"), num_threads=num_threads)

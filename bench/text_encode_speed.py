@@ -17,7 +17,7 @@ Usage::
     python bench/text_encode_speed.py [--n 384] [--chunk 128] [--reps 5] [--batch-size 64] \
         [--threads 2] [--model all-MiniLM-L6-v2] [--device cpu] [--json bench/results/text_encode_speed.json]
 
-Speed bar (issue 5): annrec / bare >= 0.95.
+Speed target: annrec / bare >= 0.95.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("ANNREC_DATA_DIR", "/work/shared/datasets")
     from annrec._io import write_json
     from annrec.data import load_movielens
     from annrec.train.text import TextEncoder, build_item_texts

@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("ANNREC_DATA_DIR", "/work/shared/datasets")
     from annrec._io import write_json
     from annrec.data import load_movielens
     from annrec.embeddings import Embeddings

@@ -43,7 +43,7 @@ def tiny_interactions() -> Interactions:
 
 
 def real_data_root() -> Path | None:
-    for cand in (os.environ.get("ANNREC_DATA_DIR"), REPO.parent / "shared" / "datasets"):
+    for cand in (os.environ.get("ANNREC_DATA_DIR"),):
         if cand and (Path(cand) / "ml-latest-small" / "ratings.csv").is_file():
             return Path(cand)
     return None

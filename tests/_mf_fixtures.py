@@ -22,7 +22,7 @@ import pandas as pd
 
 from annrec.data import Interactions
 
-DATA_DIR = Path(os.environ.get("ANNREC_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+DATA_DIR = Path(os.environ.get("ANNREC_DATA_DIR", "")).expanduser()  # the folder holding ml-latest-small/
 REPO = Path(__file__).resolve().parents[1]
 
 

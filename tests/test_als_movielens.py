@@ -54,7 +54,7 @@ def test_default_als_beats_the_baselines(split, default_model):
 
 
 def test_implicit_default_figure_under_implicits_own_metric(split):
-    """implicit's default usage (= alpha 0 here) reaches the issue's 0.118 under implicit's ranking_metrics_at_k,
+    """implicit's default usage (= alpha 0 here) reaches the reference 0.118 under implicit's ranking_metrics_at_k,
     whose "precision" is recall with the min(k, |relevant|) denominator summed over users (a micro average);
     annrec's recall@10 averages per user (0.1178 for the same model)."""
     from implicit.evaluation import ranking_metrics_at_k

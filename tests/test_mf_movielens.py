@@ -1,4 +1,4 @@
-"""Biased MF on the real ml-latest-small: the quality bar of issue 2 and exact MIPS on real vectors (slow)."""
+"""Biased MF on the real ml-latest-small: its quality bar and exact MIPS on real vectors (slow)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_quality_bar_rmse_at_most_0_86(fitted):
     rmse = evaluate_rmse(mf, test)
     baseline = evaluate_rmse(BiasBaseline().fit(train), test)
     assert rmse <= 0.86, rmse
-    assert baseline <= 0.876, baseline  # the regularised bias-only figure the issue quotes
+    assert baseline <= 0.876, baseline  # the regularised bias-only baseline figure
     assert rmse < baseline - 0.015, (rmse, baseline)  # the factors add more than the biases alone
     assert mf.fit_seconds_ < 60
 

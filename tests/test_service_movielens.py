@@ -14,7 +14,7 @@ from annrec.embeddings import Embeddings
 from annrec.index import build_index
 from annrec.service import create_app, load_settings
 
-ML = Path(os.environ.get("ANNREC_DATA_DIR", "/work/shared/datasets")) / "ml-latest-small"
+ML = Path(os.environ.get("ANNREC_DATA_DIR", "")) / "ml-latest-small"
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (ML / "ratings.csv").exists(), reason="ml-latest-small not available")]
 

@@ -1,4 +1,4 @@
-"""``annrec quickstart``: the whole pipeline on MovieLens ml-latest-small, with every figure of issue 2.
+"""``annrec quickstart``: the whole pipeline on MovieLens ml-latest-small, with every figure of the main job.
 
 Steps (each also available as its own command):
 

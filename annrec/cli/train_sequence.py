@@ -70,7 +70,7 @@ def train_sequence(
                                "epoch count."),
     seed: int = typer.Option(_D.seed, "--seed", help="Seed of initialisation and shuffling."),
     device: str | None = typer.Option(None, "--device", help="cuda / cpu (default: CUDA when available)."),
-    threads: int = typer.Option(_D.threads, "--threads", help="torch CPU threads (1: fastest on a busy 2-core machine)."),
+    threads: int = typer.Option(_D.threads, "--threads", help="torch CPU threads (1 is often fastest for these small steps; measured in docs/sequence.md)."),
     evaluate: bool = typer.Option(False, "--eval/--no-eval", help="Train on the training half of the top-N "
                                   "protocol's per-user temporal split (80/20) and report Recall@10, NDCG@10, ... "
                                   "on the test half (the artifact is then the 80% model)."),

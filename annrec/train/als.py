@@ -25,8 +25,8 @@ Baselines on the same split (top-N protocol of ``DESIGN.md``): most-popular
 (:func:`annrec.metrics.popularity_recommender`) and item-kNN (:class:`ItemKNN`, cosine on the
 interaction matrix, ``implicit.nearest_neighbours.CosineRecommender``).
 
-Threads: ``implicit`` runs its own OpenMP pool (``num_threads``, default 2 for the shared 2-core
-machine); BLAS is limited to 1 thread around fitting (``threadpoolctl.threadpool_limits(1, "blas")``),
+Threads: ``implicit`` runs its own OpenMP pool (``num_threads``, default 0: all cores, implicit's own
+default); BLAS is limited to 1 thread around fitting (``threadpoolctl.threadpool_limits(1, "blas")``),
 as implicit recommends, which also silences its oversubscription warning.
 """
 
@@ -170,7 +170,7 @@ class ImplicitALS:
         seed: seeds implicit's factor initialisation (``random_state``).
         use_gpu: ``None`` = ``implicit.gpu.HAS_CUDA`` (GPU when implicit was built with CUDA and a
             device is visible), ``True`` requires it, ``False`` forces the CPU.
-        num_threads: OpenMP threads of implicit's CPU solver (2 on the shared machine; 0 = all cores).
+        num_threads: OpenMP threads of implicit's CPU solver (default 0 = all cores, as in implicit).
         on_empty: users/items that had events but lost all of them to ``min_rating``: ``"drop"``
             (default: left out of the artifact, counted in ``stats_`` and the manifest, a warning logged)
             or ``"error"`` (:class:`~annrec.errors.DataError`). Users/items with no events at all in
@@ -185,7 +185,7 @@ class ImplicitALS:
 
     def __init__(self, factors: int = 32, regularization: float = 0.01, iterations: int = 15, alpha: float = 1.0,
                  weighting: str = "none", binarize: bool = True, min_rating: float | None = None, seed: int = 0,
-                 use_gpu: bool | None = None, num_threads: int = 2, on_empty: str = "drop",
+                 use_gpu: bool | None = None, num_threads: int = 0, on_empty: str = "drop",
                  show_progress: bool = False) -> None:
         self.factors = _int_param("factors", factors)
         self.regularization = _float_param("regularization", regularization)
@@ -404,7 +404,7 @@ class ItemKNN:
 
     Args:
         K: neighbours kept per item (implicit's default 20).
-        num_threads: OpenMP threads of implicit (2 on the shared machine).
+        num_threads: OpenMP threads of implicit (default 0 = all cores).
         fill: ``"popularity"`` (default) fills slots the neighbourhoods cannot fill (users without
             history, or fewer than k candidate items) with the most popular unseen items; ``"none"``
             leaves them ``-1``.
@@ -413,7 +413,7 @@ class ItemKNN:
         InputError: ``K`` < 1, bad ``fill``.
     """
 
-    def __init__(self, K: int = 20, num_threads: int = 2, fill: str = "popularity") -> None:
+    def __init__(self, K: int = 20, num_threads: int = 0, fill: str = "popularity") -> None:
         self.K = _int_param("K", K)
         self.num_threads = _int_param("num_threads", num_threads, minimum=0)
         if fill not in ("popularity", "none"):
@@ -465,7 +465,7 @@ class ItemKNN:
 
 # ----------------------------------------------------------------------------------------------- evaluation
 def baseline_recommenders(train: Interactions, names: Sequence[str] = ("popularity", "item_knn"),
-                          num_threads: int = 2) -> dict[str, Callable]:
+                          num_threads: int = 0) -> dict[str, Callable]:
     """Baseline ``recommend_fn`` s fitted on ``train``: ``"popularity"`` and/or ``"item_knn"``.
 
     Raises:
