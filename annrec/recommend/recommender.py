@@ -203,6 +203,11 @@ class Recommender:
                 limit = index.count_live(allowed)
         elif denied is not None and len(denied) and k + len(denied) > limit:  # else k fits whatever is denied
             limit -= index.count_live(denied)
+        if filter is not None:  # a filter answers with the items that match, fewer than k if need be
+            check_k(k)
+            if limit <= 0:
+                return [[] for _ in range(len(np.atleast_2d(q)))]
+            k = min(k, limit)
         k = check_k(k, limit=max(limit, 0))
         ids, scores = index.search(q, k, params=params, allowed_ids=allowed,
                                    denied_ids=denied if denied is not None and len(denied) else None,

@@ -142,6 +142,12 @@ _HIT_EXAMPLES = [{"id": 318, "score": 4.21, "metadata": {"title": "Shawshank Red
                  {"id": 858, "score": 4.02, "metadata": {"title": "Godfather, The (1972)"}}]
 
 
+FILTER_DESCRIPTION = (
+    "a payload filter on item metadata (Qdrant style): {\"must\": [...], \"should\": [...], \"must_not\": [...]} "
+    "of conditions {\"key\": k, \"match\": {\"value\": v} | {\"any\": [...]}}, {\"key\": k, \"range\": "
+    "{\"gte\": a, \"lt\": b}} or {\"key\": k, \"is_null\": true}; fewer than k hits when fewer items match")
+
+
 class SearchRequest(_Model):
     """Nearest neighbours of one query vector (``vector``) or a batch (``vectors``)."""
 
@@ -156,6 +162,7 @@ class SearchRequest(_Model):
     denied_ids: Annotated[list[ItemId], Field(max_length=_HARD_MAX_LIST)] | None = Field(
         None, description="these items are never returned")
     include_metadata: StrictBool = Field(True, description="add each item's metadata to the hits")
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"vector": [0.12, -0.4, 0.33], "k": 5, "ef": 64},
@@ -220,6 +227,7 @@ class NextRequest(_Renaming):
     index: StrId | None = Field(None, description="which sequence model (default: the first loaded)")
     exclude_input: StrictBool = Field(True, description="never recommend the items of the sequence itself")
     include_metadata: StrictBool = True
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"item_ids": [1, 260, 1196], "timestamps": [964982703, 964982931, 964983000], "k": 5}]})
@@ -243,6 +251,7 @@ class TextSearchRequest(_Model):
     ef: int | None = Field(None, ge=1)
     nprobe: int | None = Field(None, ge=1)
     include_metadata: StrictBool = True
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"query": "space opera with robots", "k": 5}]})

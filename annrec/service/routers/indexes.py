@@ -67,7 +67,8 @@ def answer_search(srv: ServedIndex, body: S.SearchRequest, params: dict | None,
     vectors = [body.vector] if body.vector is not None else body.vectors
     q = to_queries(vectors, srv.index.dim)
     k = allowed_k(srv, body.k, body.allowed_ids, body.denied_ids)
-    rows = srv.recommender.search(q, k, allowed_ids=body.allowed_ids, denied_ids=body.denied_ids, params=params,
+    rows = srv.recommender.search(q, k, allowed_ids=body.allowed_ids, denied_ids=body.denied_ids,
+                                  filter=body.filter, params=params,
                                   threads=threads, include_metadata=body.include_metadata) if k else [[] for _ in q]
     if body.vector is not None:
         return S.SearchResponse(index=srv.name, k=body.k, hits=hit_list(rows[0], body.include_metadata))
@@ -87,13 +88,15 @@ async def search(request: Request, name: IndexName, body: S.SearchRequest, reg: 
             responses=READ_ERRORS, summary="Items most similar to an item (the item itself excluded)")
 async def similar(request: Request, name: IndexName, item_id: ItemIdPath, reg: Reg, settings: Settings,
                   k: int = Query(10, ge=1), ef: int | None = Query(None, ge=1),
-                  nprobe: int | None = Query(None, ge=1), include_metadata: bool = True) -> S.SimilarResponse:
+                  nprobe: int | None = Query(None, ge=1), include_metadata: bool = True,
+                  filter: str | None = Query(None, max_length=16384, description="a payload filter as JSON text: "
+                                             + S.FILTER_DESCRIPTION)) -> S.SimilarResponse:
     check_limits(settings, k=k, ef=ef, nprobe=nprobe)
     srv = reg.get(name)
     params = query_params(srv, ef, nprobe)
 
     def go() -> S.SimilarResponse:
-        hits = srv.recommender.similar_items(item_id, k, params=params, threads=settings.search_threads,
+        hits = srv.recommender.similar_items(item_id, k, filter=filter, params=params, threads=settings.search_threads,
                                              include_metadata=include_metadata)
         return S.SimilarResponse(index=srv.name, k=k, item_id=srv.index.coerce_id(item_id),
                                  hits=hit_list(hits, include_metadata))

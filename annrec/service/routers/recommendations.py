@@ -25,13 +25,16 @@ async def user_recommendations(request: Request, reg: Reg, settings: Settings,
                                user_id: str = Path(max_length=512), k: int = Query(10, ge=1),
                                exclude_seen: bool = True, index: str | None = Query(None, max_length=256),
                                ef: int | None = Query(None, ge=1), nprobe: int | None = Query(None, ge=1),
-                               include_metadata: bool = True) -> S.UserRecommendationResponse:
+                               include_metadata: bool = True,
+                               filter: str | None = Query(None, max_length=16384, description="a payload filter "
+                                                          "as JSON text: " + S.FILTER_DESCRIPTION),
+                               ) -> S.UserRecommendationResponse:
     check_limits(settings, k=k, ef=ef, nprobe=nprobe)
     srv = reg.pick("users", index)
     params = query_params(srv, ef, nprobe)
 
     def go() -> S.UserRecommendationResponse:
-        hits = srv.recommender.recommend(user_id, k, exclude_seen=exclude_seen, params=params,
+        hits = srv.recommender.recommend(user_id, k, exclude_seen=exclude_seen, filter=filter, params=params,
                                          threads=settings.search_threads, include_metadata=include_metadata)
         emb = srv.embeddings
         uid = emb.query_ids[emb.query_row_of(user_id)]
@@ -52,7 +55,7 @@ async def recommend_next(request: Request, body: S.NextRequest, reg: Reg, settin
 
     def go() -> S.NextResponse:
         hits, warnings = srv.recommender.recommend_next(
-            body.item_ids, body.k, timestamps=body.timestamps, exclude_input=body.exclude_input,
+            body.item_ids, body.k, timestamps=body.timestamps, exclude_input=body.exclude_input, filter=body.filter,
             threads=settings.search_threads, include_metadata=body.include_metadata)
         return S.NextResponse(index=srv.name, k=body.k, warnings=warnings,
                               hits=hit_list(hits, body.include_metadata))
@@ -74,7 +77,7 @@ async def search_text(request: Request, body: S.TextSearchRequest, reg: Reg,
         if not k:  # the allow-list leaves nothing
             return S.TextSearchResponse(index=srv.name, k=body.k, query=body.query, hits=[])
         hits, warnings = srv.recommender.search_text(
-            body.query, k, allowed_ids=body.allowed_ids, denied_ids=body.denied_ids, params=params,
+            body.query, k, allowed_ids=body.allowed_ids, denied_ids=body.denied_ids, filter=body.filter, params=params,
             threads=settings.search_threads, include_metadata=body.include_metadata)
         return S.TextSearchResponse(index=srv.name, k=body.k, query=body.query, warnings=warnings,
                                     hits=hit_list(hits, body.include_metadata))
