@@ -24,7 +24,10 @@ import numpy as np
 from annrec._io import write_json
 from annrec.data import load_movielens, temporal_user_split
 from annrec.metrics import dot_recommender, evaluate_topn, popularity_recommender
-from annrec.train.als import ImplicitALS, ItemKNN, blas_single_thread, search_als
+from annrec.eval.baselines import ItemKNN
+from annrec.train.als import ImplicitALS
+from annrec.train.base import blas_single_thread
+from annrec.train.search import search_als
 
 KEYS = ("recall@10", "ndcg@10", "mrr", "map@10", "precision@10", "coverage@10")
 

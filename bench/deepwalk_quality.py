@@ -35,6 +35,8 @@ def reference_embeddings(model, graph):
     """The reference: Python ``random.choice`` walks (bench/deepwalk_walks.py) + the same gensim."""
     from gensim.models import Word2Vec
 
+    from annrec.train.base import resolve_num_threads
+
     sys.path.insert(0, str(Path(__file__).parent))
     from deepwalk_walks import python_walks
 
@@ -43,9 +45,9 @@ def reference_embeddings(model, graph):
     walks = python_walks(adj, model.walks_per_node, model.walk_length, seed=model.seed)
     tok = [str(v) for v in graph.node_ids.tolist()]
     sentences = [[tok[i] for i in w] for w in walks]
-    w2v = Word2Vec(sentences, vector_size=model.dim, window=model.window, min_count=1, sg=1, hs=0,
-                   negative=model.negative, alpha=model.alpha, min_alpha=model.min_alpha, sample=model.sample,
-                   workers=model.workers, seed=model.seed, epochs=model.epochs)
+    w2v = Word2Vec(sentences, vector_size=model.factors, window=model.window, min_count=1, sg=1, hs=0,
+                   negative=model.negatives, alpha=model.alpha, min_alpha=model.min_alpha, sample=model.sample,
+                   workers=resolve_num_threads(model.num_threads), seed=model.seed, epochs=model.epochs)
     return np.stack([w2v.wv[t] for t in tok])
 
 
@@ -68,16 +70,16 @@ def main(argv=None) -> dict:
     from annrec.data import load_movielens, temporal_user_split
     from annrec.eval.graph import evaluate_item_to_item, genre_labels, multilabel_f1
     from annrec.train.deepwalk import DeepWalk
-    from annrec.train.graph import cooccurrence_graph
+    from annrec.data.graph import cooccurrence_graph
 
     inter = load_movielens(args.dataset)
     graph = cooccurrence_graph(inter, weighted=args.weighted)
-    kw = dict(p=args.p, q=args.q, weighted=args.weighted, seed=args.seed, workers=args.workers, progress=False)
+    kw = dict(p=args.p, q=args.q, weighted=args.weighted, seed=args.seed, num_threads=args.workers, show_progress=False)
     if args.epochs:
         kw["epochs"] = args.epochs
     model = DeepWalk(args.preset, **kw)
     t0 = time.perf_counter()
-    emb = model.fit(graph)
+    emb = model.fit(graph).to_embeddings()
     fit_s = time.perf_counter() - t0
     labels = genre_labels(inter.items, emb.ids)
     f1 = multilabel_f1(emb.vectors, labels, repeats=args.repeats, seed=args.seed)
@@ -110,11 +112,11 @@ def main(argv=None) -> dict:
         # validation split carved from that training part (its users' last 20%), never on the test part.
         train, test = temporal_user_split(inter, 0.2)
         fit_tr, val = temporal_user_split(train, 0.2)
-        e_val = DeepWalk(args.preset, **kw).fit(cooccurrence_graph(fit_tr, weighted=args.weighted))
+        e_val = DeepWalk(args.preset, **kw).fit(cooccurrence_graph(fit_tr, weighted=args.weighted)).to_embeddings()
         val_scores = {b: evaluate_item_to_item(e_val, fit_tr, val, k=10, popularity_weight=b,
                                                baseline=False)["ndcg@10"] for b in BETAS}
         beta = max(BETAS, key=lambda b: (val_scores[b], -b))
-        e2 = DeepWalk(args.preset, **kw).fit(cooccurrence_graph(train, weighted=args.weighted))
+        e2 = DeepWalk(args.preset, **kw).fit(cooccurrence_graph(train, weighted=args.weighted)).to_embeddings()
         tn = evaluate_item_to_item(e2, train, test, k=10)
         tn_last = evaluate_item_to_item(e2, train, test, k=10, last_n=10, baseline=False)
         tn_beta = evaluate_item_to_item(e2, train, test, k=10, popularity_weight=beta, baseline=False)

@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     from annrec.data import load_movielens
-    from annrec.train.graph import cooccurrence_graph
+    from annrec.data.graph import cooccurrence_graph
     from annrec.train.walks import random_walks, walk_lengths
 
     inter = load_movielens(args.dataset)

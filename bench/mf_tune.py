@@ -17,7 +17,9 @@ import time
 
 from annrec._io import write_json
 from annrec.data import load_movielens, random_split
-from annrec.train.mf import BiasBaseline, MatrixFactorization, evaluate_rmse
+from annrec.eval.baselines import BiasBaseline
+from annrec.eval.rating import evaluate_rmse
+from annrec.train.mf import MatrixFactorization
 
 CANDIDATES = {
     # fastai lesson / book: EmbeddingDotBias, y_range (0, 5.5), AdamW wd=0.1, 5 epochs one-cycle lr 5e-3

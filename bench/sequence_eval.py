@@ -30,7 +30,10 @@ import time
 from annrec._io import write_json
 from annrec.data import leave_last_one, load_movielens, temporal_user_split
 from annrec.metrics import dot_recommender
-from annrec.train.als import ImplicitALS, baseline_recommenders, evaluate_topn_table, search_als
+from annrec.eval.baselines import baseline_recommenders
+from annrec.eval.topn import evaluate_topn_table
+from annrec.train.als import ImplicitALS
+from annrec.train.search import search_als
 
 VARIANTS = {
     "items": dict(recency=False, attention=False),
@@ -44,7 +47,7 @@ VARIANTS = {
 def baselines(train, num_threads: int = 1, als_search: bool = True) -> dict:
     """popularity, item-kNN (cosine, implicit's CosineRecommender), ALS (implicit, factors=32,
     regularization=0.01, iterations=15: the ALS defaults) and, with ``als_search``, ALS with the
-    hyper-parameters that ``annrec.train.als.search_als`` picks on the same validation split the sequence
+    hyper-parameters that ``annrec.train.search.search_als`` picks on the same validation split the sequence
     model is tuned on (the fair comparison: both models tuned the same way)."""
     out = baseline_recommenders(train, ("popularity", "item_knn"), num_threads=num_threads)
     out["als"] = ImplicitALS(factors=32, regularization=0.01, iterations=15, seed=0,
@@ -76,7 +79,7 @@ def run_protocol(name: str, train, test, variants: list[str], params: dict, k: i
         p = {**params, **VARIANTS[v], **(variant_params or {}).get(v, {})}
         t0 = time.perf_counter()
         trainer = SequenceTrainer(**p)
-        emb = trainer.fit(train)
+        emb = trainer.fit(train).to_embeddings()
         secs = time.perf_counter() - t0
         scored = evaluate_topn_table({v: dot_recommender(emb.queries, emb.vectors)}, train, test, k)[v]
         rows[f"sequence:{v}"] = {**scored,

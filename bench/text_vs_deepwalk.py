@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     for fields in ("title", "title,tags", "title,genres,tags"):
         t0 = time.perf_counter()
-        emb = TextTrainer(args.model, fields=fields, batch_size=args.batch_size, show_progress_bar=False).fit(ml)
+        emb = TextTrainer(args.model, fields=fields, batch_size=args.batch_size, show_progress=False).fit(ml).to_embeddings()
         name = f"text [{fields}]"
         models[name] = emb
         info[name] = {"kind": "text", "fields": fields, "labels_in_input": "genres" in fields,
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         for preset in ("small", "paper") if args.paper else ("small",):
             t0 = time.perf_counter()
             dw = DeepWalk(preset, weighted=False, graph="cooccurrence", workers=args.threads, seed=args.seed)
-            emb = dw.fit(ml)
+            emb = dw.fit(ml).to_embeddings()
             name = f"DeepWalk [{preset}, co-occurrence, unweighted]"
             models[name] = emb
             info[name] = {"kind": "deepwalk", "preset": preset, "seconds": round(time.perf_counter() - t0, 1),

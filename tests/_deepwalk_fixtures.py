@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from annrec.data import Interactions
-from annrec.train.graph import Graph
+from annrec.data.graph import Graph
 
 REPO = Path(__file__).resolve().parents[1]
 

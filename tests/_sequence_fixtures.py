@@ -33,8 +33,8 @@ def cyclic_log(n_users: int = 40, n_items: int = 24, length: int = 18, seed: int
 
 def tiny_params(**over) -> dict:
     """A tiny, fast configuration (seconds on one CPU thread)."""
-    p = dict(units=16, item_dim=8, recency_dim=4, n_buckets=10, max_len=6, horizon=1, epochs=12, lr=2e-2,
-             batch_size=64, val_fraction=0.0, refit=False, dropout=0.0, progress=False, seed=0, threads=1,
+    p = dict(factors=16, item_dim=8, recency_dim=4, n_buckets=10, max_len=6, horizon=1, epochs=12, lr=2e-2,
+             batch_size=64, val_fraction=0.0, refit=False, dropout=0.0, show_progress=False, seed=0, num_threads=1,
              device="cpu")
     p.update(over)
     return p

@@ -14,7 +14,7 @@ from annrec.cli.apps import app
 from annrec.data import load_interactions, temporal_user_split
 from annrec.embeddings import Embeddings
 from annrec.errors import DataError, InputError
-from annrec.train import als as als_mod
+from annrec.train import search as search_mod
 
 from _als_fixtures import make_log
 
@@ -73,8 +73,8 @@ def test_cli_search_only_sees_the_training_part(ratings_csv, tmp_path, monkeypat
         got["fingerprint"] = train.fingerprint()
         return real(train, **{**kwargs, "stages": tiny})
 
-    real = als_mod.search_als
-    monkeypatch.setattr(als_mod, "search_als", spy)
+    real = search_mod.search_als
+    monkeypatch.setattr(search_mod, "search_als", spy)
     report = tmp_path / "r.json"
     res = CliRunner().invoke(app, csv_args(ratings_csv) + ["--factors", "4", "--iterations", "3", "--search",
                                                           "--out", str(tmp_path / "e"), "--json", str(report)])

@@ -12,8 +12,12 @@ from annrec.data import Interactions, temporal_user_split
 from annrec.embeddings import Embeddings
 from annrec.errors import DataError, InputError, UnknownIdError
 from annrec.metrics import evaluate_topn
-from annrec.train import als as als_mod
-from annrec.train.als import ImplicitALS, ItemKNN, confidence_matrix, search_als
+from annrec.eval.baselines import ItemKNN
+from annrec.metrics import popularity_recommender
+from annrec.train import search as search_mod
+from annrec.train.base import blas_single_thread
+from annrec.train.als import ImplicitALS, confidence_matrix
+from annrec.train.search import search_als
 
 from _als_fixtures import ITEMS_PER_GROUP, USERS_PER_GROUP, make_log
 
@@ -40,7 +44,7 @@ def test_fit_shapes_and_stats(log, fitted):
 
 
 def test_to_embeddings_ids_shapes_manifest(log, fitted, tmp_path):
-    emb = fitted.to_embeddings(log, figures={"topn": {"als": {"recall@10": 0.5}}})
+    emb = fitted.to_embeddings(figures={"topn": {"als": {"recall@10": 0.5}}})
     assert emb.metric == "ip" and emb.dim == 8
     assert emb.vectors.shape == (log.n_items, 8) and emb.queries.shape == (log.n_users, 8)
     assert emb.ids.tolist() == log.item_ids.tolist()
@@ -65,7 +69,7 @@ def test_items_without_events_are_left_out_and_counted():
     inter = make_log(extra_item=True)
     model = ImplicitALS(factors=4, iterations=3).fit(inter)
     assert model.stats_["n_items_without_events"] == 1
-    emb = model.to_embeddings(inter)
+    emb = model.to_embeddings()
     assert len(emb) == inter.n_items - 1 and 99_995 not in emb.ids.tolist()
     assert emb.manifest["counts"]["n_items_without_events"] == 1
     # and the evaluation recommender never proposes it
@@ -78,7 +82,7 @@ def test_alpha_zero_is_implicits_default_usage(log):
     import implicit.cpu.als
 
     ours = ImplicitALS(factors=6, iterations=5, alpha=0.0, seed=3).fit(log)
-    with als_mod.blas_single_thread():
+    with blas_single_thread():
         bare = implicit.cpu.als.AlternatingLeastSquares(factors=6, iterations=5, regularization=0.01,
                                                         random_state=3, num_threads=2)
         bare.fit(log.to_csr(binary=True), show_progress=False)
@@ -108,7 +112,7 @@ def test_mips_over_artifact_ranks_like_implicit_recommend(log, fitted, backend, 
     from annrec.index import build_index
     from annrec.recommend import Recommender
 
-    emb = fitted.to_embeddings(log)
+    emb = fitted.to_embeddings()
     rec = Recommender(emb, build_index(emb.vectors, emb.ids, emb.metric, backend=backend, **params))
     X = log.to_csr(binary=True)
     for u in (0, 17, 33, 59):
@@ -135,7 +139,7 @@ def test_recommend_fn_excludes_seen_and_learns_groups(log, fitted):
     group_of_user = (train.user_ids - 1000) // USERS_PER_GROUP
     assert (group_of_item[recs] == group_of_user[:, None]).mean() > 0.7
     assert evaluate_topn(fn, train, test, 5)["recall@5"] > evaluate_topn(
-        als_mod.popularity_recommender(train), train, test, 5)["recall@5"]
+        popularity_recommender(train), train, test, 5)["recall@5"]
 
 
 # ------------------------------------------------------------------------------------------ confidence
@@ -166,7 +170,7 @@ def test_confidence_matrix_forms(log):
     {"iterations": 0}, {"iterations": -1},
     {"alpha": -0.1}, {"alpha": float("nan")}, {"alpha": float("inf")},
     {"regularization": -1.0}, {"weighting": "bm15"}, {"on_empty": "ignore"}, {"binarize": "yes"},
-    {"min_rating": float("nan")}, {"seed": -1}, {"use_gpu": "auto"},
+    {"min_rating": float("nan")}, {"seed": -1}, {"use_gpu": "auto"}, {"device": "tpu"},
 ])
 def test_bad_parameters_raise_input_error(kwargs):
     with pytest.raises(InputError) as e:
@@ -183,7 +187,7 @@ def test_bad_data_raises(log, fitted):
         ImplicitALS(min_rating=10).fit(log)
     with pytest.raises(InputError, match="not fitted"):
         ImplicitALS().to_embeddings(log)
-    with pytest.raises(InputError, match="same Interactions"):
+    with pytest.raises(InputError, match="fingerprints differ"):
         fitted.to_embeddings(log.subset(np.arange(log.n_events - 1)))
 
 
@@ -193,7 +197,7 @@ def test_gpu_required_without_cuda_is_a_clear_error(log):
     if implicit.gpu.HAS_CUDA:
         pytest.skip("this implicit build has CUDA")
     with pytest.raises(InputError, match="CUDA"):
-        ImplicitALS(use_gpu=True).fit(log)
+        ImplicitALS(device="cuda").fit(log)
 
 
 def _log_with_low_rater() -> Interactions:
@@ -211,7 +215,7 @@ def test_min_rating_emptied_users_and_items_are_dropped_and_counted(caplog):
     assert "1 user(s) and 1 item(s)" in caplog.text
     assert model.stats_["n_users_emptied_by_min_rating"] == 1
     assert model.stats_["n_items_emptied_by_min_rating"] == 1
-    emb = model.to_embeddings(inter)
+    emb = model.to_embeddings()
     assert emb.query_ids.tolist() == [2, 3] and emb.ids.tolist() == [10, 20, 30]
     assert emb.manifest["counts"]["n_users_emptied_by_min_rating"] == 1
     with pytest.raises(UnknownIdError):
@@ -237,7 +241,7 @@ def test_item_knn_recommend_fn(log):
     assert recs.shape == (train.n_users, 10) and (recs >= 0).all()
     assert all(len(set(r)) == 10 and not set(r) & set(s) for r, s in zip(recs.tolist(), seen))
     m = evaluate_topn(fn, train, test, 5)
-    assert m["recall@5"] > evaluate_topn(als_mod.popularity_recommender(train), train, test, 5)["recall@5"]
+    assert m["recall@5"] > evaluate_topn(popularity_recommender(train), train, test, 5)["recall@5"]
     # without fill, a user without history gets no items
     no_hist = train.subset(train.user_idx != 0)
     bare = ItemKNN(K=5, fill="none").fit(no_hist).recommend_fn()
@@ -262,7 +266,7 @@ def test_search_never_touches_the_test_split(log, monkeypatch):
     train, test = temporal_user_split(log, 0.2)
     train_keys, test_keys = _event_keys(train), _event_keys(test)
     seen_by_fit, seen_by_eval = [], []
-    real_fit, real_eval = ImplicitALS.fit, als_mod.evaluate_topn
+    real_fit, real_eval = ImplicitALS.fit, search_mod.evaluate_topn
 
     def spy_fit(self, data):
         seen_by_fit.append(_event_keys(data))
@@ -273,7 +277,7 @@ def test_search_never_touches_the_test_split(log, monkeypatch):
         return real_eval(fn, a, b, k)
 
     monkeypatch.setattr(ImplicitALS, "fit", spy_fit)
-    monkeypatch.setattr(als_mod, "evaluate_topn", spy_eval)
+    monkeypatch.setattr(search_mod, "evaluate_topn", spy_eval)
     result = search_als(train, base_params={"factors": 4, "iterations": 3}, stages=TINY_STAGES)
     assert seen_by_fit and len(seen_by_eval) == result.n_fits == len(seen_by_fit)
     for keys in seen_by_fit + seen_by_eval:
@@ -298,7 +302,7 @@ def test_search_selects_the_best_validation_setting(log, monkeypatch):
         return real_fit(self, data)
 
     monkeypatch.setattr(ImplicitALS, "fit", spy_fit)
-    monkeypatch.setattr(als_mod, "evaluate_topn", fake_eval)
+    monkeypatch.setattr(search_mod, "evaluate_topn", fake_eval)
     res = search_als(log, base_params={"factors": 4, "iterations": 2}, stages=TINY_STAGES)
     assert res.best_params["alpha"] == 2.0 and res.best_params["factors"] == 8
     assert res.best_params["iterations"] == 2  # 3 iterations scored worse

@@ -12,7 +12,8 @@ import pytest
 
 from annrec.data import load_movielens, temporal_user_split
 from annrec.metrics import evaluate_topn, popularity_recommender
-from annrec.train.als import ImplicitALS, ItemKNN
+from annrec.eval.baselines import ItemKNN
+from annrec.train.als import ImplicitALS
 
 from _data_fixtures import require_real_data
 
@@ -79,7 +80,7 @@ def test_mips_over_the_artifact_matches_implicit_on_movielens(split, default_mod
     from annrec.recommend import Recommender
 
     train, _ = split
-    emb = default_model.to_embeddings(train)
+    emb = default_model.to_embeddings()
     assert emb.vectors.shape == (8239, 32) and emb.queries.shape == (610, 32)  # items with training events
     rec = Recommender(emb)  # exact FAISS inner-product search
     X = train.to_csr(binary=True)

@@ -14,7 +14,7 @@ from annrec.embeddings import Embeddings
 
 from _mf_fixtures import DATA_DIR, have_movielens, make_ratings, run_main, write_ratings_csv
 
-FEW = ["--dim", "8", "--epochs", "3", "--no-progress"]
+FEW = ["--factors", "8", "--epochs", "3", "--no-progress"]
 
 
 @pytest.mark.slow
@@ -66,8 +66,11 @@ def test_train_mf_bad_input(tmp_path, monkeypatch, capsys):
     assert code == 2 and "--rating-col" in out and "annrec train als" in out
     code, out = run_main(base + ["--rating-col", "nope"], monkeypatch, capsys)
     assert code == 2 and "nope" in out
+    code, out = run_main(base + ["--rating-col", "stars", "--factors", "0"], monkeypatch, capsys)
+    assert code == 2 and "factors must be" in out
+    # the old spelling still reaches the same check, with a deprecation message naming the new flag
     code, out = run_main(base + ["--rating-col", "stars", "--dim", "0"], monkeypatch, capsys)
-    assert code == 2 and "dim must be" in out
+    assert code == 2 and "factors must be" in out and "--dim is deprecated" in out and "--factors" in out
     code, out = run_main(base + ["--rating-col", "stars", "--y-range", "high"], monkeypatch, capsys)
     assert code == 2 and "--y-range" in out
     code, out = run_main(base[:2] + ["--ratings", tmp_path / "missing.csv", "--rating-col", "r", "--out",

@@ -15,7 +15,7 @@ from annrec.errors import DataError, InputError
 
 from _deepwalk_fixtures import require_real_data
 
-CHEAP = ["--preset", "small", "--dim", "8", "--epochs", "2", "--workers", "1", "--eval-repeats", "1",
+CHEAP = ["--preset", "small", "--factors", "8", "--epochs", "2", "--num-threads", "1", "--eval-repeats", "1",
          "--no-progress"]
 
 
@@ -53,7 +53,7 @@ def test_cli_edgelist_writes_artifact_and_json(clique_files, tmp_path):
     assert emb.items[3]["title"] == "Film 3" and emb.items[3]["genres"] == ["Drama", "Short"]
     man = emb.manifest
     assert man["trainer"] == "deepwalk" and man["params"]["p"] == 0.5 and man["params"]["q"] == 2.0
-    assert man["params"]["walks"] == "second-order (node2vec)"
+    assert man["gensim"]["walks"] == "second-order (node2vec)"
     assert "genre_classification" in man["figures"] and man["graph"]["kind"] == "edgelist"
     fig = json.loads(js.read_text())
     assert fig["command"] == "train deepwalk" and fig["graph"]["edges"] == 57

@@ -122,12 +122,12 @@ def test_small_preset_on_real_cooccurrence_graph_beats_random_vectors():
     require_real_data()
     from annrec.data import load_movielens
     from annrec.train.deepwalk import DeepWalk
-    from annrec.train.graph import cooccurrence_graph
+    from annrec.data.graph import cooccurrence_graph
 
     inter = load_movielens("ml-latest-small")
     g = cooccurrence_graph(inter, weighted=False)
     # the small preset's walks and window with a cheaper skip-gram (dim 32, 5 epochs at a higher rate)
-    emb = DeepWalk("small", dim=32, epochs=5, alpha=0.05, workers=2, seed=0).fit(g)
+    emb = DeepWalk("small", factors=32, epochs=5, alpha=0.05, num_threads=2, seed=0).fit(g).to_embeddings()
     assert len(emb) == g.n_nodes == inter.n_items and emb.dim == 32
     assert emb.items[1]["title"] == "Toy Story (1995)"
     labels = genre_labels(inter.items, emb.ids)

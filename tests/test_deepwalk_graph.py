@@ -7,7 +7,8 @@ import warnings
 import pytest
 
 from annrec.errors import DataError, DataNotFoundError, InputError, UnknownIdError
-from annrec.train.graph import Graph, bipartite_graph, cooccurrence_graph, load_graph, read_edge_list
+from annrec.data.edgelist import read_edge_list
+from annrec.data.graph import Graph, bipartite_graph, cooccurrence_graph, load_graph
 from _deepwalk_fixtures import tiny_interactions
 
 

@@ -8,10 +8,10 @@ import pytest
 from annrec.embeddings import Embeddings
 from annrec.errors import DataError, InputError
 from annrec.train.deepwalk import PRESETS, DeepWalk
-from annrec.train.graph import Graph, bipartite_graph
+from annrec.data.graph import Graph, bipartite_graph
 from _deepwalk_fixtures import tiny_interactions, two_cliques
 
-FAST = dict(dim=16, walks_per_node=20, walk_length=10, window=3, epochs=5, sample=0, workers=1, seed=0)
+FAST = dict(factors=16, walks_per_node=20, walk_length=10, window=3, epochs=5, sample=0, num_threads=1, seed=0)
 
 
 def cos(a, b):
@@ -22,7 +22,7 @@ def cos(a, b):
 def cliques_model():
     g = two_cliques(8)
     m = DeepWalk("small", **FAST)
-    emb = m.fit(g)
+    emb = m.fit(g).to_embeddings()
     return m, g, emb
 
 
@@ -33,8 +33,9 @@ def test_output_shapes_ids_and_manifest(cliques_model):
     assert sorted(emb.ids.tolist()) == list(range(8)) + list(range(100, 108))
     assert emb.metric == "cosine" and emb.queries is None
     man = emb.manifest
-    assert man["trainer"] == "deepwalk" and man["params"]["dim"] == 16 and man["params"]["p"] == 1.0
-    assert man["params"]["sg"] == 1 and man["params"]["hs"] == 0 and man["params"]["negative"] == 10
+    assert man["trainer"] == "deepwalk" and man["params"]["factors"] == 16 and man["params"]["p"] == 1.0
+    assert man["gensim"]["sg"] == 1 and man["gensim"]["hs"] == 0 and man["params"]["negatives"] == 10
+    assert man["params"] == m.get_params()
     assert man["graph"]["nodes"] == 16 and man["graph"]["edges"] == 2 * 28 + 1
     assert man["data_hash"] == man["fingerprint"] and man["corpus"]["walks"] == 16 * 20
 
@@ -50,19 +51,19 @@ def test_vectors_reflect_communities(cliques_model):
 
 def test_reproducible_with_one_worker():
     g = two_cliques(5)
-    a = DeepWalk("small", **FAST).fit(g)
-    b = DeepWalk("small", **FAST).fit(g)
-    c = DeepWalk("small", **{**FAST, "seed": 1}).fit(g)
+    a = DeepWalk("small", **FAST).fit(g).to_embeddings()
+    b = DeepWalk("small", **FAST).fit(g).to_embeddings()
+    c = DeepWalk("small", **{**FAST, "seed": 1}).fit(g).to_embeddings()
     assert np.array_equal(a.vectors, b.vectors)
     assert not np.allclose(a.vectors, c.vectors)
 
 
 def test_presets_and_overrides():
     m = DeepWalk("paper")
-    assert (m.walks_per_node, m.walk_length, m.window, m.dim) == (80, 40, 10, 128)
-    assert (m.negative, m.alpha, m.epochs) == (5, 0.025, 5)  # gensim defaults
-    s = DeepWalk("small", dim=32)
-    assert (s.walks_per_node, s.walk_length, s.window, s.negative, s.alpha, s.min_alpha, s.epochs, s.dim) == \
+    assert (m.walks_per_node, m.walk_length, m.window, m.factors) == (80, 40, 10, 128)
+    assert (m.negatives, m.alpha, m.epochs) == (5, 0.025, 5)  # gensim defaults
+    s = DeepWalk("small", factors=32)
+    assert (s.walks_per_node, s.walk_length, s.window, s.negatives, s.alpha, s.min_alpha, s.epochs, s.factors) == \
         (10, 5, 4, 10, 0.03, 0.0001, 20, 32)
     assert set(PRESETS) == {"small", "paper"}
 
@@ -71,7 +72,7 @@ def test_presets_and_overrides():
     (dict(preset="huge"), "unknown DeepWalk preset"),
     (dict(p=0), "p must be"),
     (dict(q=-1.0), "q must be"),
-    (dict(dim=0), "dim must be"),
+    (dict(factors=0), "factors must be"),
     (dict(walk_length=2.5), "walk_length must be"),
     (dict(alpha=0), "alpha must be"),
     (dict(graph="tree"), "unknown graph kind"),
@@ -128,13 +129,13 @@ def test_incremental_training_grows_vocabulary():
         np.mean([cos(v, emb.vectors[row[100 + i]]) for i in (1, 2)])
     with pytest.raises(InputError, match="no new node"):
         m.partial_fit(g2)
-    with pytest.raises(InputError, match="not trained"):
+    with pytest.raises(InputError, match="not fitted"):
         DeepWalk().partial_fit(g2)
 
 
 def test_fit_on_interactions_exports_item_ids_and_titles():
     inter = tiny_interactions()
-    emb = DeepWalk("small", **FAST).fit(inter)
+    emb = DeepWalk("small", **FAST).fit(inter).to_embeddings()
     # item 5 is only in a 1-item history: isolated, no vector
     assert sorted(emb.ids.tolist()) == [1, 2, 3, 4]
     assert emb.items[3] == {"title": "C", "genres": ["x", "y"]}
@@ -144,7 +145,7 @@ def test_fit_on_interactions_exports_item_ids_and_titles():
 
 def test_bipartite_exports_users_as_queries(tmp_path):
     inter = tiny_interactions()
-    emb = DeepWalk("small", **FAST).fit(bipartite_graph(inter))
+    emb = DeepWalk("small", **FAST).fit(bipartite_graph(inter)).to_embeddings()
     assert sorted(emb.ids.tolist()) == [1, 2, 3, 4, 5]
     assert sorted(emb.query_ids.tolist()) == [10, 20, 30]
     assert emb.queries.shape == (3, 16)

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from scipy.stats import chisquare
 
 from annrec.errors import InputError
-from annrec.train.graph import Graph
+from annrec.data.graph import Graph
 from annrec.train.walks import (
     WalkCorpus,
     _alias_kernel_numba,

@@ -12,11 +12,11 @@ from annrec.embeddings import Embeddings
 from annrec.errors import InputError
 from annrec.recommend import Recommender
 from annrec.train import BiasBaseline, MatrixFactorization
-from annrec.train.mf import evaluate_rmse
+from annrec.eval.rating import evaluate_rmse
 
 from _mf_fixtures import make_ratings
 
-FAST = dict(dim=8, epochs=25, lr=0.03, reg=0.02, batch_size=512, progress=False)
+FAST = dict(factors=8, epochs=25, lr=0.03, reg=0.02, batch_size=512, show_progress=False, num_threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_predictions_are_in_the_rating_range(split, model):
 def test_mips_ranking_equals_the_models_own_ranking(data, split, model):
     """Item [q_i, b_i] . user [p_u, 1] = logit - mu - b_u: the same order as predict() for every user."""
     train = split[0]
-    emb = model.to_embeddings(train)
+    emb = model.to_embeddings()
     items = np.array([train.item_index(i) for i in emb.ids])
     for u_ext in emb.query_ids[:20].tolist():
         u = train.user_index(u_ext)
@@ -74,7 +74,7 @@ def test_mips_ranking_equals_the_models_own_ranking(data, split, model):
 
 def test_recommendations_through_an_index_are_the_models_top_k(split, model):
     train = split[0]
-    emb = model.to_embeddings(train)
+    emb = model.to_embeddings()
     rec = Recommender(emb)  # exact FAISS Flat
     items = np.array([train.item_index(i) for i in emb.ids])
     for u_ext in emb.query_ids[:10].tolist():
@@ -89,10 +89,10 @@ def test_recommendations_through_an_index_are_the_models_top_k(split, model):
 
 def test_artifact_round_trip(tmp_path, data, split, model):
     train = split[0]
-    emb = model.to_embeddings(train, seen=data, figures={"rmse": 0.5})
+    emb = model.to_embeddings(seen=data, figures={"rmse": 0.5})
     path = emb.save(tmp_path / "mf")
     back = Embeddings.load(path)
-    assert back.metric == "ip" and back.dim == FAST["dim"] + 1
+    assert back.metric == "ip" and back.dim == FAST["factors"] + 1
     np.testing.assert_array_equal(back.vectors, emb.vectors)
     np.testing.assert_array_equal(back.queries, emb.queries)
     assert back.ids.tolist() == emb.ids.tolist() and back.query_ids.tolist() == emb.query_ids.tolist()
@@ -105,7 +105,7 @@ def test_artifact_round_trip(tmp_path, data, split, model):
     assert set(back.seen_ids(u0).tolist()) == rated & set(back.ids.tolist())
     m = back.manifest
     assert m["trainer"] == "mf" and m["dataset"] == "synthetic" and m["fingerprint"] == train.fingerprint()
-    assert m["params"]["dim"] == FAST["dim"] and m["figures"] == {"rmse": 0.5}
+    assert m["params"]["factors"] == FAST["factors"] and m["figures"] == {"rmse": 0.5}
     assert m["y_range"] == [0.0, 5.5] and m["training"]["best_epoch"] == model.best_epoch_
     item0 = back.ids[0].item()
     assert back.items[item0]["title"].startswith(f"Movie {item0}") and back.items[item0]["genres"]
@@ -116,7 +116,7 @@ def test_artifact_round_trip(tmp_path, data, split, model):
 def test_items_without_training_ratings_are_left_out(split, model):
     train = split[0]
     counts = np.bincount(train.item_idx, minlength=train.n_items)
-    emb = model.to_embeddings(train)
+    emb = model.to_embeddings()
     assert len(emb) == int((counts > 0).sum())
     assert emb.manifest["counts"]["items_without_ratings"] == int((counts == 0).sum())
 
@@ -134,8 +134,8 @@ def test_same_seed_same_model_and_other_seed_differs(split):
 def test_early_stopping_keeps_the_best_epoch(split):
     """An over-fitting setting (no regularisation, constant high rate) stops early at its best epoch."""
     train, test = split
-    mf = MatrixFactorization(dim=32, epochs=60, lr=0.05, reg=0.0, bias_reg=0.0, schedule="constant",
-                             batch_size=256, patience=2, refit=False, progress=False).fit(train, validation=test)
+    mf = MatrixFactorization(factors=32, epochs=60, lr=0.05, reg=0.0, bias_reg=0.0, schedule="constant",
+                             batch_size=256, patience=2, refit=False, show_progress=False).fit(train, validation=test)
     vals = [h["val_rmse"] for h in mf.history_]
     assert mf.epochs_run_ < 60
     assert mf.best_epoch_ == int(np.argmin(vals)) + 1 and mf.epochs_run_ == mf.best_epoch_ + 2
@@ -145,8 +145,8 @@ def test_early_stopping_keeps_the_best_epoch(split):
 
 def test_linear_output_sgd_and_no_validation(split):
     train, test = split
-    mf = MatrixFactorization(dim=4, epochs=5, lr=0.05, y_range=None, optimizer="sgd", val_fraction=0.0,
-                             batch_size=256, progress=False).fit(train)
+    mf = MatrixFactorization(factors=4, epochs=5, lr=0.05, y_range=None, optimizer="sgd", val_fraction=0.0,
+                             batch_size=256, show_progress=False).fit(train)
     assert mf.y_range_ is None and mf.val_rmse_ is None and mf.epochs_run_ == 5
     assert np.isfinite(evaluate_rmse(mf, test))
 
@@ -164,10 +164,10 @@ def test_bias_baseline_recovers_additive_ratings():
     np.testing.assert_allclose(b.predict(u, i), r, atol=1e-4)
 
 
-@pytest.mark.parametrize("kwargs", [dict(dim=0), dict(epochs=0), dict(lr=0), dict(reg=-1), dict(optimizer="adam"),
+@pytest.mark.parametrize("kwargs", [dict(factors=0), dict(epochs=0), dict(lr=0), dict(reg=-1), dict(optimizer="adam"),
                                     dict(schedule="cosine"), dict(y_range=(5, 1)), dict(y_range="x"),
                                     dict(val_fraction=0.7), dict(batch_size=0), dict(patience=0),
-                                    dict(threads=0)])
+                                    dict(num_threads=0)])
 def test_bad_hyper_parameters(kwargs):
     with pytest.raises(InputError):
         MatrixFactorization(**kwargs)
@@ -177,7 +177,7 @@ def test_bad_use(data, split, model):
     with pytest.raises(InputError, match="not fitted"):
         MatrixFactorization().predict([0], [0])
     with pytest.raises(InputError, match="Interactions"):
-        MatrixFactorization(progress=False).fit([(1, 2, 3.0)])
+        MatrixFactorization(show_progress=False).fit([(1, 2, 3.0)])
     with pytest.raises(InputError, match="out of range"):
         model.predict([0], [10_000])
     with pytest.raises(InputError, match="integer"):
@@ -186,6 +186,6 @@ def test_bad_use(data, split, model):
         model.to_embeddings(data)  # fitted on the train split, not the whole data
     other = make_ratings(n_users=10, n_items=10, per_user=5)
     with pytest.raises(InputError, match="id space"):
-        MatrixFactorization(progress=False).fit(split[0], validation=other)
+        MatrixFactorization(show_progress=False).fit(split[0], validation=other)
     with pytest.raises(InputError, match="device"):
-        MatrixFactorization(device="tpu", progress=False).fit(split[0])
+        MatrixFactorization(device="tpu", show_progress=False).fit(split[0])

@@ -8,7 +8,7 @@ import pytest
 from annrec.data import load_movielens, random_split
 from annrec.index import build_index
 from annrec.train import BiasBaseline, MatrixFactorization
-from annrec.train.mf import evaluate_rmse
+from annrec.eval.rating import evaluate_rmse
 
 from _mf_fixtures import DATA_DIR, have_movielens
 
@@ -24,7 +24,7 @@ def ml():
 @pytest.fixture(scope="module")
 def fitted(ml):
     train, test = random_split(ml, 0.1, seed=0)  # the explicit-ratings protocol of DESIGN.md
-    return MatrixFactorization(progress=False).fit(train), train, test
+    return MatrixFactorization(show_progress=False).fit(train), train, test
 
 
 def test_quality_bar_rmse_at_most_0_86(fitted):
@@ -40,7 +40,7 @@ def test_quality_bar_rmse_at_most_0_86(fitted):
 def test_mips_through_hnsw_ranks_like_the_model(ml, fitted):
     """On real vectors, HNSW over [q_i, b_i] with query [p_u, 1] returns the model's own top-10."""
     mf, train, _ = fitted
-    emb = mf.to_embeddings(train, seen=ml)
+    emb = mf.to_embeddings(seen=ml)
     index = build_index(emb.vectors, emb.ids, emb.metric, backend="hnswlib", M=16, ef_construction=200, ef=200)
     items = np.array([train.item_index(i) for i in emb.ids])
     hits = total = 0

@@ -19,7 +19,7 @@ from tests._sequence_fixtures import cyclic_log, write_movielens_folder  # noqa:
 
 runner = CliRunner()
 
-TINY = ["--units", "16", "--item-dim", "8", "--max-len", "6", "--horizon", "1", "--epochs", "12", "--lr", "0.02",
+TINY = ["--factors", "16", "--item-dim", "8", "--max-len", "6", "--horizon", "1", "--epochs", "12", "--lr", "0.02",
         "--batch-size", "64", "--val-fraction", "0", "--dropout", "0", "--buckets", "10", "--no-progress"]
 
 
@@ -136,7 +136,7 @@ def test_real_data_smoke(tmp_path):
     from tests._data_fixtures import require_real_data
 
     root = require_real_data()
-    res = runner.invoke(app, ["train", "sequence", "--data-dir", str(root), "--eval", "--units", "32",
+    res = runner.invoke(app, ["train", "sequence", "--data-dir", str(root), "--eval", "--factors", "32",
                               "--item-dim", "32", "--max-windows-per-user", "20", "--epochs", "2",
                               "--val-fraction", "0", "--no-progress", "--out", str(tmp_path / "m"),
                               "--json", str(tmp_path / "r.json")], catch_exceptions=False)

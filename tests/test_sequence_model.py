@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 from annrec.embeddings import Embeddings  # noqa: E402
 from annrec.errors import ArtifactError, InputError, UnknownIdError  # noqa: E402
 from annrec.index import build_index  # noqa: E402
+from annrec.recommend import Recommender  # noqa: E402
 from annrec.train import sequence as S  # noqa: E402
 from tests._sequence_fixtures import T0, cyclic_log, tiny_params  # noqa: E402
 
@@ -27,7 +28,7 @@ def log():
 def trained(log):
     """A tiny model trained on the cyclic log (module-wide: trained once, ~seconds)."""
     trainer = S.SequenceTrainer(**tiny_params())
-    emb = trainer.fit(log)
+    emb = trainer.fit(log).to_embeddings()
     return trainer, emb
 
 
@@ -176,7 +177,7 @@ def test_learns_the_next_item(trained):
 def test_artifact_layout(trained, log):
     trainer, emb = trained
     assert emb.metric == "ip" and emb.manifest["trainer"] == "sequence"
-    assert emb.dim == trainer.config.units + 1 and len(emb) == log.n_items
+    assert emb.dim == trainer.config.factors + 1 and len(emb) == log.n_items
     assert (emb.queries[:, -1] == 1).all() and emb.queries.shape == (log.n_users, emb.dim)
     w = trainer.net.out.weight.detach().numpy()
     b = trainer.net.out.bias.detach().numpy()
@@ -207,7 +208,7 @@ def test_exact_and_index_answers_agree(trained):
     for index in (build_index(emb.vectors, emb.ids, "ip", backend="faiss", factory="Flat"),
                   build_index(emb.vectors, emb.ids, "ip", backend="hnswlib", M=16, ef_construction=200),
                   None):
-        recs, warnings = S.recommend_next(emb, index, seq, ts, k=5, encoder=enc, params=None)
+        recs, warnings = Recommender(emb, index, encoder=enc).recommend_next(seq, 5, timestamps=ts, params=None)
         assert [r.item_id for r in recs] == exact and warnings == []
         np.testing.assert_allclose([r.score for r in recs], np.sort(scores)[::-1][:5], rtol=1e-4, atol=1e-4)
     assert exact[0] == 114
@@ -222,7 +223,8 @@ def test_save_load_roundtrip(trained, tmp_path):
     assert loaded.manifest["trainer"] == "sequence" and loaded.extra.keys() == emb.extra.keys()
     after, _ = S.query_encoder_from_embeddings(loaded).encode(seq, ts)
     np.testing.assert_array_equal(before, after)
-    recs, _ = S.recommend_next(loaded, None, seq, ts, k=3)
+    recs, _ = Recommender(loaded, None, encoder=S.query_encoder_from_embeddings(loaded)).recommend_next(
+        seq, 3, timestamps=ts)
     assert len(recs) == 3 and all(r.item_id not in seq for r in recs)
 
 
@@ -283,8 +285,8 @@ def test_now_moves_the_recency_reference(trained):
     assert not np.allclose(a, c)
 
 
-@pytest.mark.parametrize("bad", [dict(max_len=0), dict(max_len=-3), dict(cell="rnn"), dict(units=0),
-                                 dict(dropout=1.0), dict(loss="bpr"), dict(attention=True, units=15, heads=2),
+@pytest.mark.parametrize("bad", [dict(max_len=0), dict(max_len=-3), dict(cell="rnn"), dict(factors=0),
+                                 dict(dropout=1.0), dict(loss="bpr"), dict(attention=True, factors=15, heads=2),
                                  dict(nonsense=1)])
 def test_bad_hyper_parameters(bad):
     with pytest.raises(InputError):
@@ -338,14 +340,14 @@ def test_early_stopping_and_refit_record_their_history(log):
 
 
 def test_training_is_reproducible_with_a_seed(log):
-    a = S.SequenceTrainer(**tiny_params(epochs=2, attention=True, heads=2)).fit(log)
-    b = S.SequenceTrainer(**tiny_params(epochs=2, attention=True, heads=2)).fit(log)
+    a = S.SequenceTrainer(**tiny_params(epochs=2, attention=True, heads=2)).fit(log).to_embeddings()
+    b = S.SequenceTrainer(**tiny_params(epochs=2, attention=True, heads=2)).fit(log).to_embeddings()
     np.testing.assert_array_equal(a.vectors, b.vectors)
 
 
 def test_sampled_softmax_training_learns_the_next_item(log):
-    trainer = S.SequenceTrainer(**tiny_params(loss="sampled", n_negatives=16, epochs=15))
-    emb = trainer.fit(log)
+    trainer = S.SequenceTrainer(**tiny_params(loss="sampled", negatives=16, epochs=15))
+    emb = trainer.fit(log).to_embeddings()
     vec, _ = S.query_encoder_from_embeddings(emb).encode([110, 111, 112])
     assert emb.ids[int(np.argmax(emb.vectors @ vec))] == 113
 

@@ -46,7 +46,7 @@ def test_build_item_texts_deterministic_and_checked():
 @pytest.fixture(scope="module")
 def fitted(minilm_path, tmp_path_factory):
     trainer = TextTrainer(minilm_path, batch_size=8, device="cpu", cache_dir=tmp_path_factory.mktemp("cache"))
-    return trainer, trainer.fit(movie_items(), dataset="movies20")
+    return trainer, trainer.fit(movie_items(), dataset="movies20").to_embeddings()
 
 
 def test_fit_shapes_ids_metric_manifest(fitted, minilm_path):
@@ -82,7 +82,7 @@ def test_fit_takes_interactions(minilm_path, tmp_path):
 
     items = movie_items()
     inter = Interactions.from_arrays([0, 0, 1], [1, 6, 1], name="tiny", items_meta=items)
-    emb = TextTrainer(minilm_path, fields="title", device="cpu", cache_dir=tmp_path).fit(inter)
+    emb = TextTrainer(minilm_path, fields="title", device="cpu", cache_dir=tmp_path).fit(inter).to_embeddings()
     assert emb.manifest["dataset"] == "tiny" and len(emb) == len(items)  # unrated items are encoded too
     with pytest.raises(DataError, match="no item metadata"):
         TextTrainer(minilm_path, use_cache=False).fit(Interactions.from_arrays([0], [1]))
@@ -96,10 +96,10 @@ def test_refit_encodes_only_changed_items(encode_spy, minilm_path, tmp_path):
     trainer.fit(items)
     assert encode_spy.n_texts == len(items)
     encode_spy.reset()
-    emb = trainer.fit(items)
+    emb = trainer.fit(items).to_embeddings()
     assert encode_spy.n_texts == 0 and emb.manifest["figures"]["n_cached"] == len(items)
     items.loc[6, "tags"] = ["al pacino", "los angeles"]
-    emb = trainer.fit(items)
+    emb = trainer.fit(items).to_embeddings()
     assert encode_spy.calls == [["Heat (1995). Genres: Action, Crime, Thriller. Tags: al pacino, los angeles"]]
     assert emb.manifest["figures"]["n_encoded"] == 1
 
@@ -110,11 +110,11 @@ def test_empty_item_text_error_or_skip(minilm_path, tmp_path):
     items.loc[47, "title"] = None
     with pytest.raises(DataError, match=r"2 item\(s\) have empty text.*6, 47.*--skip-empty"):
         TextTrainer(minilm_path, fields="title", use_cache=False).fit(items)
-    emb = TextTrainer(minilm_path, fields="title", on_empty="skip", device="cpu", cache_dir=tmp_path).fit(items)
+    emb = TextTrainer(minilm_path, fields="title", on_empty="skip", device="cpu", cache_dir=tmp_path).fit(items).to_embeddings()
     assert emb.manifest["figures"]["n_skipped_empty"] == 2 and len(emb) == len(items) - 2
     assert 6 not in emb.ids.tolist() and 47 not in emb.ids.tolist()
     # with more fields the same items have text again
-    assert len(TextTrainer(minilm_path, fields="title,tags", device="cpu", cache_dir=tmp_path).fit(items)) == 20
+    assert len(TextTrainer(minilm_path, fields="title,tags", device="cpu", cache_dir=tmp_path).fit(items).to_embeddings()) == 20
     items["title"] = ""
     with pytest.raises(DataError, match="every item has empty text"):
         TextTrainer(minilm_path, fields="title", on_empty="skip", use_cache=False).fit(items)
@@ -162,7 +162,7 @@ def test_real_movielens_items(minilm_path, tmp_path, monkeypatch):
     assert len(texts) == 9742 and (texts != "").all()
     assert texts.loc[1].startswith("Toy Story (1995). Genres: Adventure, Animation, Children, Comedy, Fantasy. Tags: ")
     sub = ml.items.loc[[1, 2, 296, 318, 356, 2571, 4993, 79132]]
-    emb = TextTrainer(minilm_path, device="cpu", cache_dir=tmp_path).fit(sub)
+    emb = TextTrainer(minilm_path, device="cpu", cache_dir=tmp_path).fit(sub).to_embeddings()
     assert emb.ids.tolist() == sub.index.tolist()
     q = TextTrainer(minilm_path, use_cache=False, device="cpu").encode_queries(sub["title"].tolist())
     assert emb.ids[np.argmax(q @ emb.vectors.T, axis=1)].tolist() == sub.index.tolist()

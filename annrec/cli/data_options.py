@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -32,6 +32,25 @@ RatingColOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
 TimestampColOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
     "--timestamp-col", help="Timestamp column of --ratings, seconds since the epoch or ISO-8601 (default: file "
     "order is time order; `train sequence` requires it).")]
+
+
+NumThreadsOpt = Annotated[Optional[int], typer.Option(  # noqa: UP045
+    "--num-threads", min=1, help="CPU threads of the trainer (default: the machine's cores).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--device", help="cpu or cuda (default: CUDA when available).")]
+
+
+def hidden_option(old: str) -> Any:
+    """A hidden option for a flag spelling of an earlier release (see :func:`deprecated_flag`)."""
+    return typer.Option(None, old, hidden=True, help=f"Deprecated spelling of another flag ({old}).")
+
+
+def deprecated_flag(old_value: Any, old: str, new: str, value: Any) -> Any:
+    """``old_value`` when the deprecated flag ``old`` was given (saying on stderr to use ``new``), else ``value``."""
+    if old_value is None:
+        return value
+    typer.echo(f"warning: {old} is deprecated and will be removed in the next release: use {new}", err=True)
+    return old_value
 
 
 def load_training_data(dataset: str, data_dir: Path | None, ratings: Path | None, user_col: str = "user_id",
@@ -68,4 +87,4 @@ def load_training_data(dataset: str, data_dir: Path | None, ratings: Path | None
 
 
 __all__ = ["DatasetOpt", "DataDirOpt", "RatingsOpt", "UserColOpt", "ItemColOpt", "RatingColOpt", "TimestampColOpt",
-           "load_training_data"]
+           "NumThreadsOpt", "DeviceOpt", "hidden_option", "deprecated_flag", "load_training_data"]

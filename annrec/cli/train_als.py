@@ -9,8 +9,9 @@ from typing import Any
 import typer
 
 from annrec.cli.apps import console, json_option, train_app, write_json_report
-from annrec.cli.data_options import (DataDirOpt, DatasetOpt, ItemColOpt, RatingColOpt, RatingsOpt, TimestampColOpt,
-                                     UserColOpt, load_training_data)
+from annrec.cli.data_options import (DataDirOpt, DatasetOpt, DeviceOpt, ItemColOpt, NumThreadsOpt, RatingColOpt,
+                                     RatingsOpt, TimestampColOpt, UserColOpt, deprecated_flag, hidden_option,
+                                     load_training_data)
 from annrec.errors import InputError
 
 FIT_ON = ("all", "train")
@@ -37,7 +38,7 @@ def run_train_als(inter, params: dict[str, Any], *, search: bool = False, search
     """The command's work, callable from Python: returns ``(embeddings, report)``.
 
     Steps: (1) when ``search`` or ``evaluate``, split ``inter`` with the top-N protocol
-    (``temporal_user_split(inter, test_fraction)``); (2) ``search``: :func:`~annrec.train.als.search_als` on the
+    (``temporal_user_split(inter, test_fraction)``); (2) ``search``: :func:`~annrec.train.search.search_als` on the
     TRAINING part only (its own validation split), which fixes the parameters; (3) ``evaluate``: fit on the
     training part, score ALS and the baselines on the test part; (4) fit the artifact's model on ``fit_on``
     (``"all"`` events, default, so that serving knows every user's latest history; or ``"train"``: the
@@ -48,11 +49,14 @@ def run_train_als(inter, params: dict[str, Any], *, search: bool = False, search
         DataError: unusable data (see :class:`~annrec.train.als.ImplicitALS`).
     """
     from annrec.data import temporal_user_split
-    from annrec.train import als
+    from annrec.eval.baselines import baseline_recommenders
+    from annrec.eval.topn import evaluate_topn_table
+    from annrec.train.als import ImplicitALS
+    from annrec.train.search import search_als
 
     if fit_on not in FIT_ON:
         raise InputError(f"--fit-on must be one of {', '.join(FIT_ON)}; got {fit_on!r}")
-    params = als.ImplicitALS(**params).get_params()  # validate before any work
+    params = ImplicitALS(**params).get_params()  # validate before any work
     t0 = time.perf_counter()
     report: dict[str, Any] = {"dataset": inter.name, "n_events": inter.n_events, "n_users": inter.n_users,
                               "n_items": inter.n_items, "data_hash": inter.fingerprint()}
@@ -63,15 +67,15 @@ def run_train_als(inter, params: dict[str, Any], *, search: bool = False, search
         report["split"] = {"protocol": f"temporal_user_split({test_fraction})", "train_events": train.n_events,
                            "test_events": test.n_events}
     if search:
-        result = als.search_als(train, base_params=params, max_fits=search_max_fits, val_fraction=val_fraction,
+        result = search_als(train, base_params=params, max_fits=search_max_fits, val_fraction=val_fraction,
                                 k=k, progress=progress)
         params = dict(result.best_params)
         figures["search"] = result.to_dict()
     if evaluate:
-        evaluated = als.ImplicitALS(**{**params, "show_progress": progress}).fit(train)
-        recs = {"als": evaluated.recommend_fn(), **als.baseline_recommenders(train, baselines,
-                                                                              num_threads=params["num_threads"])}
-        table = als.evaluate_topn_table(recs, train, test, k)
+        evaluated = ImplicitALS(**{**params, "show_progress": progress}).fit(train)
+        knn_threads = 0 if params["num_threads"] is None else params["num_threads"]
+        recs = {"als": evaluated.recommend_fn(), **baseline_recommenders(train, baselines, num_threads=knn_threads)}
+        table = evaluate_topn_table(recs, train, test, k)
         figures["topn"] = {"protocol": f"temporal_user_split({test_fraction}), items seen in training excluded",
                            "k": k, "table": table, "als_params": params,
                            "trained_on": "train part of the split"}
@@ -80,9 +84,9 @@ def run_train_als(inter, params: dict[str, Any], *, search: bool = False, search
     else:
         final_data = inter if fit_on == "all" else (train if train is not None else
                                                      temporal_user_split(inter, test_fraction)[0])
-        final = als.ImplicitALS(**{**params, "show_progress": progress}).fit(final_data)
+        final = ImplicitALS(**{**params, "show_progress": progress}).fit(final_data)
     figures["fit_on"] = fit_on
-    emb = final.to_embeddings(final_data, figures=figures)
+    emb = final.to_embeddings(figures=figures)
     report.update(params=params, figures=figures, counts=final.stats_, seconds=round(time.perf_counter() - t0, 2))
     return emb, report
 
@@ -106,8 +110,10 @@ def train_als(
     on_empty: str = typer.Option("drop", "--on-empty", help="Users/items emptied by --min-rating: drop (counted) "
                                  "or error."),
     seed: int = typer.Option(0, "--seed", help="Seed of the factor initialisation."),
-    threads: int = typer.Option(2, "--threads", help="OpenMP threads of implicit (0 = all cores)."),
-    gpu: bool | None = typer.Option(None, "--gpu/--no-gpu", help="implicit's CUDA ALS (default: when available)."),
+    num_threads: NumThreadsOpt = None,
+    device: DeviceOpt = None,
+    threads: int | None = hidden_option("--threads"),
+    gpu: bool | None = typer.Option(None, "--gpu/--no-gpu", hidden=True, help="Deprecated: use --device."),
     search: bool = typer.Option(False, "--search", help="Pick factors, regularization, alpha, iterations and "
                                 "weighting on a validation split of the training part, then retrain."),
     search_max_fits: int = typer.Option(40, "--search-max-fits", help="At most this many fits in --search."),
@@ -124,9 +130,12 @@ def train_als(
     json_path: Path | None = json_option(),
 ) -> None:
     """Implicit-feedback ALS (implicit library): user and item vectors for maximum inner product search."""
+    num_threads = deprecated_flag(threads, "--threads", "--num-threads", num_threads)
+    device = deprecated_flag(None if gpu is None else ("cuda" if gpu else "cpu"), "--gpu/--no-gpu", "--device",
+                             device)
     params = dict(factors=factors, regularization=regularization, iterations=iterations, alpha=alpha,
-                  weighting=weighting, binarize=binarize, min_rating=min_rating, seed=seed, use_gpu=gpu,
-                  num_threads=threads, on_empty=on_empty)
+                  weighting=weighting, binarize=binarize, min_rating=min_rating, seed=seed, device=device,
+                  num_threads=num_threads, on_empty=on_empty)
     from annrec.train.als import ImplicitALS
 
     ImplicitALS(**params)  # bad parameters fail before the data is loaded

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from annrec.cli.apps import console, json_option, train_app, write_json_report
+from annrec.cli.data_options import NumThreadsOpt, deprecated_flag, hidden_option
 from annrec.errors import InputError
 
 GRAPHS = ("cooccurrence", "bipartite", "edgelist")
@@ -34,7 +35,7 @@ def run_train_deepwalk(*, graph: str = "cooccurrence", dataset: str = "ml-latest
     """
     from annrec.eval.graph import evaluate_embeddings_genres, evaluate_item_to_item
     from annrec.train.deepwalk import DeepWalk
-    from annrec.train.graph import load_graph
+    from annrec.data.graph import load_graph
 
     if graph not in GRAPHS:
         raise InputError(f"unknown --graph {graph!r}: use one of {', '.join(GRAPHS)}")
@@ -62,7 +63,7 @@ def run_train_deepwalk(*, graph: str = "cooccurrence", dataset: str = "ml-latest
         name = dataset
     model = DeepWalk(graph="bipartite" if graph == "bipartite" else "cooccurrence", weighted=weighted,
                      cooccurrence_window=cooc_window, **params)
-    emb = model.fit(g)
+    emb = model.fit(g).to_embeddings()
     figures: dict[str, Any] = {"graph": g.summary(), "timings": dict(emb.manifest["timings"]),
                                "corpus": dict(emb.manifest["corpus"]), "items": len(emb)}
     if emb.queries is not None:
@@ -76,7 +77,7 @@ def run_train_deepwalk(*, graph: str = "cooccurrence", dataset: str = "ml-latest
         train, test = temporal_user_split(inter, test_fraction)
         m2 = DeepWalk(graph="bipartite" if graph == "bipartite" else "cooccurrence", weighted=weighted,
                       cooccurrence_window=cooc_window, **params)
-        e2 = m2.fit(train)
+        e2 = m2.fit(train).to_embeddings()
         figures["topn_item_to_item"] = {**evaluate_item_to_item(e2, train, test, k=k),
                                         "split": f"temporal_user_split(test_fraction={test_fraction})",
                                         "trained_on": "train part only"}
@@ -110,15 +111,18 @@ def train_deepwalk(
                                "window 10, dim 128, gensim defaults)."),
     p: float = typer.Option(1.0, "--p", help="node2vec return parameter (> 0; 1 with q=1: DeepWalk)."),
     q: float = typer.Option(1.0, "--q", help="node2vec in-out parameter (> 0)."),
-    dim: int | None = typer.Option(None, "--dim", min=1, help="Vector dimension (default: the preset's)."),
+    factors: int | None = typer.Option(None, "--factors", min=1, help="Vector dimension (default: the preset's)."),
+    dim: int | None = hidden_option("--dim"),
     walks_per_node: int | None = typer.Option(None, "--walks-per-node", min=1, help="Walks from each node."),
     walk_length: int | None = typer.Option(None, "--walk-length", min=1, help="Nodes per walk."),
     window: int | None = typer.Option(None, "--window", min=1, help="Skip-gram context window."),
-    negative: int | None = typer.Option(None, "--negative", min=1, help="Negative samples per pair."),
+    negatives: int | None = typer.Option(None, "--negatives", min=1, help="Negative samples per pair."),
+    negative: int | None = hidden_option("--negative"),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Training epochs over the walks."),
     alpha: float | None = typer.Option(None, "--alpha", help="Initial learning rate."),
     min_alpha: float | None = typer.Option(None, "--min-alpha", help="Final learning rate."),
-    workers: int = typer.Option(2, "--workers", min=1, help="gensim worker threads."),
+    num_threads: NumThreadsOpt = None,
+    workers: int | None = hidden_option("--workers"),
     seed: int = typer.Option(0, "--seed", help="Seed of the walks, gensim and the evaluation splits."),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Genre classification (Micro/Macro-F1) "
                                   "when the items have genres."),
@@ -130,9 +134,12 @@ def train_deepwalk(
     json_path: Path | None = json_option(),
 ) -> None:
     """Train DeepWalk / node2vec vectors (skip-gram with negative sampling on random walks, gensim)."""
-    params = dict(preset=preset, p=p, q=q, dim=dim, walks_per_node=walks_per_node, walk_length=walk_length,
-                  window=window, negative=negative, epochs=epochs, alpha=alpha, min_alpha=min_alpha,
-                  workers=workers, seed=seed, progress=progress)
+    factors = deprecated_flag(dim, "--dim", "--factors", factors)
+    negatives = deprecated_flag(negative, "--negative", "--negatives", negatives)
+    num_threads = deprecated_flag(workers, "--workers", "--num-threads", num_threads)
+    params = dict(preset=preset, p=p, q=q, factors=factors, walks_per_node=walks_per_node, walk_length=walk_length,
+                  window=window, negatives=negatives, epochs=epochs, alpha=alpha, min_alpha=min_alpha,
+                  num_threads=num_threads, seed=seed, show_progress=progress)
     emb, report = run_train_deepwalk(graph=graph, dataset=dataset, data_dir=data_dir, edges=edges,
                                      directed=directed, items_file=items_file, cooc_window=cooc_window,
                                      weighted=weighted, evaluate=evaluate, eval_repeats=eval_repeats, topn=topn,

@@ -19,9 +19,12 @@ from typing import Any
 import typer
 
 from annrec.cli.apps import console, json_option, train_app, write_json_report
-from annrec.cli.data_options import (DataDirOpt, DatasetOpt, ItemColOpt, RatingColOpt, RatingsOpt, TimestampColOpt,
-                                     UserColOpt, load_training_data)
+from annrec.cli.data_options import (DataDirOpt, DatasetOpt, DeviceOpt, ItemColOpt, NumThreadsOpt, RatingColOpt,
+                                     RatingsOpt, TimestampColOpt, UserColOpt, deprecated_flag, hidden_option,
+                                     load_training_data)
 from annrec.errors import InputError
+from annrec.eval.rating import rating_protocol
+from annrec.eval.topn import topn_protocol
 
 
 def load_ratings(dataset: str, data_dir: Path | None, ratings: Path | None, user_col: str, item_col: str,
@@ -59,72 +62,6 @@ def parse_y_range(text: str | None) -> tuple[float, float] | str | None:
     return (lo, hi)
 
 
-def rating_protocol(inter, params: dict[str, Any], *, test_fraction: float = 0.1, split_seed: int = 0,
-                    baseline: bool = True, progress: bool = True) -> tuple[Any, Any, dict[str, Any]]:
-    """The explicit-ratings protocol: ``random_split(inter, test_fraction, split_seed)``, fit MF on the
-    training part, RMSE on the test part (and of the bias-only baseline).
-
-    Returns:
-        ``(model, train, figures)`` with figures ``rmse``, ``bias_baseline_rmse``, ``val_rmse``,
-        ``best_epoch``, ``epochs_run``, ``fit_seconds``, ``protocol``, ``train_events``, ``test_events``.
-    """
-    from annrec.data import random_split
-    from annrec.train.mf import BiasBaseline, MatrixFactorization, evaluate_rmse
-
-    train, test = random_split(inter, test_fraction, seed=split_seed)
-    mf = MatrixFactorization(**{**params, "progress": progress}).fit(train)
-    figures: dict[str, Any] = {
-        "protocol": f"random_split({test_fraction}, seed={split_seed}), RMSE on the test ratings",
-        "rmse": round(evaluate_rmse(mf, test), 4),
-        "val_rmse": None if mf.val_rmse_ is None else round(mf.val_rmse_, 4),
-        "best_epoch": mf.best_epoch_, "epochs_run": mf.epochs_run_, "refitted_on_all_train": mf.refitted_,
-        "fit_seconds": round(mf.fit_seconds_, 2), "train_events": train.n_events, "test_events": test.n_events,
-    }
-    if baseline:
-        b = BiasBaseline().fit(train)
-        figures["bias_baseline_rmse"] = round(evaluate_rmse(b, test), 4)
-        figures["bias_baseline_params"] = b.get_params()
-    return mf, train, figures
-
-
-def topn_protocol(inter, params: dict[str, Any], *, test_fraction: float = 0.2, k: int = 10,
-                  progress: bool = True) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """The top-N protocol: ``temporal_user_split(inter, test_fraction)``, fit MF on the training part,
-    rank every item unseen in training by exact maximum inner product search, and score Recall@k etc.
-    (with the bias-only and popularity baselines beside it).
-
-    Returns:
-        ``(model, train, test, figures)``; ``figures["table"]`` maps ``mf`` / ``bias_only`` /
-        ``popularity`` to the metrics of :func:`annrec.metrics.evaluate_topn`.
-    """
-    import numpy as np
-
-    from annrec.data import temporal_user_split
-    from annrec.metrics import evaluate_topn, popularity_recommender, top_k_excluding
-    from annrec.train.mf import BiasBaseline, MatrixFactorization
-
-    train, test = temporal_user_split(inter, test_fraction)
-    mf = MatrixFactorization(**{**params, "progress": progress}).fit(train)
-    bias = BiasBaseline().fit(train)
-    trained = np.bincount(train.item_idx, minlength=train.n_items) > 0
-    bias_scores = np.where(trained, bias.item_bias_, -np.inf).astype(np.float32)
-
-    def bias_rec(users, kk, seen):
-        return top_k_excluding(np.broadcast_to(bias_scores, (len(users), len(bias_scores))), kk, seen)
-
-    def fmt(m: dict[str, Any]) -> dict[str, Any]:
-        return {key: (round(v, 4) if isinstance(v, float) else v) for key, v in m.items()}
-
-    table = {"mf": fmt(evaluate_topn(mf.recommender(), train, test, k)),
-             "bias_only": fmt(evaluate_topn(bias_rec, train, test, k)),
-             "popularity": fmt(evaluate_topn(popularity_recommender(train), train, test, k))}
-    figures = {"protocol": f"temporal_user_split({test_fraction}); items seen in training excluded; exact "
-                           f"maximum inner product search", "k": k, "table": table,
-               "fit_seconds": round(mf.fit_seconds_, 2), "train_events": train.n_events,
-               "test_events": test.n_events}
-    return mf, train, test, figures
-
-
 def print_rating_figures(fig: dict[str, Any]) -> None:
     console.print(f"RMSE {fig['rmse']:.4f} on {fig['test_events']:,} held-out ratings ({fig['protocol']})",
                   highlight=False, markup=False)
@@ -156,7 +93,8 @@ def train_mf(
     item_col: ItemColOpt = "item_id",
     rating_col: RatingColOpt = None,
     timestamp_col: TimestampColOpt = None,
-    dim: int = typer.Option(64, "--dim", help="Latent factors (the vectors get one more: the item bias)."),
+    factors: int = typer.Option(64, "--factors", help="Latent factors (the vectors get one more: the item bias)."),
+    dim: int | None = hidden_option("--dim"),
     epochs: int = typer.Option(20, "--epochs", help="Maximum epochs (early stopping may end sooner)."),
     lr: float = typer.Option(0.02, "--lr", help="Peak learning rate of the one-cycle schedule."),
     reg: float = typer.Option(0.12, "--reg", help="Per-rating L2 penalty on the factors of a batch."),
@@ -174,8 +112,9 @@ def train_mf(
     refit: bool = typer.Option(True, "--refit/--no-refit", help="After early stopping, retrain on all training "
                                "ratings for the best epoch count."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initialisation, validation carve-out and batch order."),
-    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: CUDA when available)."),
-    threads: int = typer.Option(1, "--threads", help="torch CPU threads while training."),
+    device: DeviceOpt = None,
+    num_threads: NumThreadsOpt = None,
+    threads: int | None = hidden_option("--threads"),
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="Test share of the random split (RMSE)."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the random split (the protocol uses 0)."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also report the bias-only baseline RMSE."),
@@ -191,10 +130,12 @@ def train_mf(
     from annrec.train.mf import MatrixFactorization
 
     t0 = time.perf_counter()
-    params = dict(dim=dim, epochs=epochs, lr=lr, reg=reg, bias_reg=bias_reg, weight_decay=weight_decay,
+    factors = deprecated_flag(dim, "--dim", "--factors", factors)
+    num_threads = deprecated_flag(threads, "--threads", "--num-threads", num_threads)
+    params = dict(factors=factors, epochs=epochs, lr=lr, reg=reg, bias_reg=bias_reg, weight_decay=weight_decay,
                   optimizer=optimizer, schedule=schedule, batch_size=batch_size, y_range=parse_y_range(y_range),
                   val_fraction=val_fraction, patience=patience, refit=refit, seed=seed, device=device,
-                  threads=threads)
+                  num_threads=num_threads)
     params = MatrixFactorization(**params).get_params()  # validate before loading anything
     params["y_range"] = tuple(params["y_range"]) if isinstance(params["y_range"], list) else params["y_range"]
     inter = load_ratings(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col)
@@ -210,13 +151,12 @@ def train_mf(
         print_topn_figures(topn_fig)
     if full:
         final = MatrixFactorization(**{**params, "epochs": mf.best_epoch_, "val_fraction": 0.0,
-                                       "progress": progress}).fit(inter)
-        final_data = inter
+                                       "show_progress": progress}).fit(inter)
         figures["artifact"] = f"retrained on all {inter.n_events} ratings for {mf.best_epoch_} epochs"
     else:
-        final, final_data = mf, train
+        final = mf
         figures["artifact"] = "the model evaluated above (trained on the training part of the random split)"
-    emb = final.to_embeddings(final_data, seen=inter, figures=figures)
+    emb = final.to_embeddings(seen=inter, figures=figures)
     emb.save(out)
     seconds = round(time.perf_counter() - t0, 2)
     console.print(f"wrote {out}: {len(emb):,} item vectors and {len(emb.queries):,} user vectors of dim {emb.dim} "
@@ -226,4 +166,5 @@ def train_mf(
                                   "figures": figures, "counts": emb.manifest["counts"], "seconds": seconds})
 
 
+# rating_protocol / topn_protocol live in annrec.eval.rating / annrec.eval.topn; imported here for old callers
 __all__ = ["train_mf", "load_ratings", "parse_y_range", "rating_protocol", "topn_protocol"]

@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 
 from annrec.cli.apps import app, console, json_option, train_app, write_json_report
-from annrec.cli.data_options import (DataDirOpt, DatasetOpt, ItemColOpt, RatingColOpt, RatingsOpt, TimestampColOpt,
-                                     UserColOpt, load_training_data)
+from annrec.cli.data_options import (DataDirOpt, DatasetOpt, DeviceOpt, ItemColOpt, NumThreadsOpt, RatingColOpt,
+                                     RatingsOpt, TimestampColOpt, UserColOpt, deprecated_flag, hidden_option,
+                                     load_training_data)
 from annrec.errors import InputError
 from annrec.train.sequence import SequenceConfig, SequenceTrainer
 
@@ -28,7 +29,9 @@ def train_sequence(
     timestamp_col: TimestampColOpt = None,
     cell: str = typer.Option(_D.cell, "--cell", help="Recurrent cell: gru or lstm."),
     layers: int = typer.Option(_D.layers, "--layers", help="Stacked RNN layers."),
-    units: int = typer.Option(_D.units, "--units", help="Hidden units (query/item vectors have units + 1 dimensions)."),
+    factors: int = typer.Option(_D.factors, "--factors", help="Hidden units of the RNN (query/item vectors have "
+                                "factors + 1 dimensions)."),
+    units: int | None = hidden_option("--units"),
     item_dim: int = typer.Option(_D.item_dim, "--item-dim", help="Item embedding size."),
     dropout: float = typer.Option(_D.dropout, "--dropout", help="Dropout on embeddings, between layers, before the "
                                   "output layer."),
@@ -53,7 +56,8 @@ def train_sequence(
     max_windows_per_user: int = typer.Option(_D.max_windows_per_user, "--max-windows-per-user", help="Draw at most "
                                              "this many windows of each user per epoch (0 = all)."),
     loss: str = typer.Option(_D.loss, "--loss", help="full (softmax over all items) or sampled (sampled softmax)."),
-    negatives: int = typer.Option(_D.n_negatives, "--negatives", help="Negatives per batch for --loss sampled."),
+    negatives: int = typer.Option(_D.negatives, "--negatives", help="Negatives per batch for --loss sampled."),
+    negative: int | None = hidden_option("--negative"),
     lr: float = typer.Option(_D.lr, "--lr", help="AdamW learning rate."),
     lr_decay: float = typer.Option(_D.lr_decay, "--lr-decay", help="Multiply the learning rate by this after every "
                                    "epoch (1 = constant)."),
@@ -69,8 +73,9 @@ def train_sequence(
     refit: bool = typer.Option(_D.refit, "--refit/--no-refit", help="Retrain on all training events for the best "
                                "epoch count."),
     seed: int = typer.Option(_D.seed, "--seed", help="Seed of initialisation and shuffling."),
-    device: str | None = typer.Option(None, "--device", help="cuda / cpu (default: CUDA when available)."),
-    threads: int = typer.Option(_D.threads, "--threads", help="torch CPU threads (1 is often fastest for these small steps; measured in docs/sequence.md)."),
+    device: DeviceOpt = None,
+    num_threads: NumThreadsOpt = None,
+    threads: int | None = hidden_option("--threads"),
     evaluate: bool = typer.Option(False, "--eval/--no-eval", help="Train on the training half of the top-N "
                                   "protocol's per-user temporal split (80/20) and report Recall@10, NDCG@10, ... "
                                   "on the test half (the artifact is then the 80% model)."),
@@ -86,29 +91,32 @@ def train_sequence(
     """
     from annrec.data import temporal_user_split
 
-    trainer = SequenceTrainer(cell=cell, layers=layers, units=units, item_dim=item_dim, dropout=dropout,
+    factors = deprecated_flag(units, "--units", "--factors", factors)
+    negatives = deprecated_flag(negative, "--negative", "--negatives", negatives)
+    num_threads = deprecated_flag(threads, "--threads", "--num-threads", num_threads)
+    trainer = SequenceTrainer(cell=cell, layers=layers, factors=factors, item_dim=item_dim, dropout=dropout,
                               attention=attention, heads=heads, recency=recency, n_buckets=n_buckets,
                               bucket_scheme=bucket_scheme, max_len=max_len, horizon=horizon,
                               horizon_fraction=horizon_fraction, max_horizon=max_horizon, mask_seen=mask_seen,
                               stride=stride, train_last=train_last, max_windows_per_user=max_windows_per_user,
-                              loss=loss, n_negatives=negatives, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                              loss=loss, negatives=negatives, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                               batch_size=batch_size, epochs=epochs, patience=patience, val_fraction=val_fraction,
-                              val_split=val_split, refit=refit, seed=seed, device=device, threads=threads,
-                              progress=progress)
+                              val_split=val_split, refit=refit, seed=seed, device=device,
+                              num_threads=num_threads, show_progress=progress)
     data = load_training_data(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col,
                               need_timestamp="the sequence recommender")
     test = None
     if evaluate:
         data, test = temporal_user_split(data, 0.2)
     t0 = time.perf_counter()
-    emb = trainer.fit(data)
+    emb = trainer.fit(data).to_embeddings()
     seconds = time.perf_counter() - t0
     figures: dict = {"train_seconds": round(seconds, 1), "best_epoch": trainer.result.best_epoch,
                      "best_val_recall@10": trainer.result.best_val_recall, "device": str(trainer.device)}
     if test is not None:
-        from annrec.metrics import dot_recommender, evaluate_topn
+        from annrec.metrics import evaluate_topn
 
-        figures["topn"] = evaluate_topn(dot_recommender(emb.queries, emb.vectors), data, test, 10)
+        figures["topn"] = evaluate_topn(trainer.recommend_fn(), data, test, 10)
     emb.manifest["figures"] = figures
     emb.save(out)
     console.print(f"[bold]sequence[/] {len(emb)} items -> {out} (dim {emb.dim}, metric ip), trained in "
@@ -117,7 +125,7 @@ def train_sequence(
         m = figures["topn"]
         console.print("temporal split (test 20%): " + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "users"))
     write_json_report(json_path, {"command": "train sequence", "out": str(out), "dataset": dataset,
-                                  "params": trainer.config.to_dict(), **figures,
+                                  "params": trainer.get_params(), **figures,
                                   "history": trainer.result.history})
 
 
@@ -146,12 +154,14 @@ def recommend_next_cmd(
     """Next-item recommendations after a sequence of items (maximum inner product search with its RNN state)."""
     from annrec.embeddings import Embeddings
     from annrec.index import load_index
-    from annrec.train.sequence import recommend_next
+    from annrec.recommend import Recommender
+    from annrec.train.sequence import query_encoder_from_embeddings
 
     emb = Embeddings.load(model)
     index = load_index(index_dir) if index_dir is not None else None
-    recs, warnings = recommend_next(emb, index, item_ids, _parse_timestamps(timestamps), k=k, now=now,
-                                    exclude_input=not include_input)
+    rec = Recommender(emb, index, encoder=query_encoder_from_embeddings(emb))
+    recs, warnings = rec.recommend_next(item_ids, k, timestamps=_parse_timestamps(timestamps), now=now,
+                                        exclude_input=not include_input)
     for w in warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     items = emb.items or {}

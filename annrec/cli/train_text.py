@@ -96,7 +96,9 @@ def train_text(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Vector cache folder (default "
                                           "$ANNREC_CACHE_DIR/text or ~/.cache/annrec/text)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Encode everything; do not read or write the cache."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's)."),
+    num_threads: int | None = typer.Option(None, "--num-threads", min=1, help="torch CPU threads while encoding "
+                                           "(default: the machine's cores)."),
+    threads: int | None = typer.Option(None, "--threads", hidden=True, help="Deprecated: use --num-threads."),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Genre classification (Micro/Macro-F1) of the "
                                   "vectors when the items have genres."),
     seed: int = typer.Option(0, "--seed", help="Seed of the evaluation split."),
@@ -108,11 +110,10 @@ def train_text(
 
     from annrec.train.text import TextTrainer, resolve_model
 
-    resolve_model(model)  # fail on an unknown model before loading any data
-    if threads is not None:
-        import torch
+    from annrec.cli.data_options import deprecated_flag
 
-        torch.set_num_threads(threads)
+    resolve_model(model)  # fail on an unknown model before loading any data
+    threads = deprecated_flag(threads, "--threads", "--num-threads", num_threads)
     if items_file is not None:
         data = read_items_file(items_file, id_column)
         name = items_file.stem
@@ -125,8 +126,8 @@ def train_text(
     trainer = TextTrainer(model=model, fields=fields, batch_size=batch_size, device=device, normalize=normalize,
                           cache_dir=cache_dir, use_cache=not no_cache, max_seq_length=max_seq_length,
                           max_list_values=max_list_values, on_empty="skip" if skip_empty else "error",
-                          show_progress_bar=True)
-    emb = trainer.fit(data, dataset=name)
+                          num_threads=threads, show_progress=True)
+    emb = trainer.fit(data, dataset=name).to_embeddings()
     figures = dict(emb.manifest["figures"])
     if evaluate:
         gc = genre_classification(emb, items, seed=seed)

@@ -1,4 +1,7 @@
-"""Data: interaction logs (:class:`Interactions`), MovieLens and generic CSV/Parquet loaders, splits.
+"""Data: interaction logs (:class:`Interactions`), MovieLens and generic CSV/Parquet loaders, splits, graphs.
+
+Graphs (:class:`annrec.data.graph.Graph`, co-occurrence / bipartite builders, edge-list files) live in
+:mod:`annrec.data.graph` and :mod:`annrec.data.edgelist` (imported on their own: they need scipy only).
 
 >>> from annrec.data import load_movielens, random_split, temporal_user_split
 >>> ml = load_movielens("ml-latest-small")          # ANNREC_DATA_DIR, cache, or download

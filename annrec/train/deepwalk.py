@@ -1,6 +1,6 @@
 """DeepWalk / node2vec: skip-gram with negative sampling on truncated random walks (gensim ``Word2Vec``).
 
-Pipeline: a :class:`~annrec.train.graph.Graph` (or :class:`~annrec.data.Interactions`, turned into the
+Pipeline: a :class:`~annrec.data.graph.Graph` (or :class:`~annrec.data.Interactions`, turned into the
 item co-occurrence or user-item bipartite graph) -> vectorised random walks
 (:func:`annrec.train.walks.random_walks`; ``p = q = 1`` is DeepWalk, other values node2vec) ->
 gensim ``Word2Vec(sg=1, hs=0, negative=k)`` over the walks as sentences -> an
@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from annrec.data.graph import ITEM, USER, Graph, load_graph
 from annrec.embeddings import Embeddings
 from annrec.errors import InputError
-from annrec.train.graph import ITEM, USER, Graph, load_graph
+from annrec.train.base import RecommendFn, Trainer, check_num_threads, renamed_params, resolve_num_threads
 from annrec.train.walks import WalkCorpus, check_pq, random_walks
 
 #: Presets. ``small``: 10 walks per node, length 5, window 4, 10 negatives, learning rate 0.03 -> 0.0001,
@@ -32,28 +33,31 @@ from annrec.train.walks import WalkCorpus, check_pq, random_walks
 #: (gensim default) and ``min_count=1`` (so that every node that appears on a walk gets a vector;
 #: gensim's default 5 would drop rare nodes).
 PRESETS: dict[str, dict[str, Any]] = {
-    "small": dict(walks_per_node=10, walk_length=5, window=4, negative=10, alpha=0.03, min_alpha=0.0001,
-                  epochs=20, dim=100, sample=1e-3),
-    "paper": dict(walks_per_node=80, walk_length=40, window=10, negative=5, alpha=0.025, min_alpha=0.0001,
-                  epochs=5, dim=128, sample=1e-3),
+    "small": dict(walks_per_node=10, walk_length=5, window=4, negatives=10, alpha=0.03, min_alpha=0.0001,
+                  epochs=20, factors=100, sample=1e-3),
+    "paper": dict(walks_per_node=80, walk_length=40, window=10, negatives=5, alpha=0.025, min_alpha=0.0001,
+                  epochs=5, factors=128, sample=1e-3),
 }
 
 GRAPH_KINDS = ("cooccurrence", "bipartite")
+#: gensim settings fixed by this trainer (recorded in the manifest): skip-gram, negative sampling, every node.
+GENSIM_FIXED = {"sg": 1, "hs": 0, "min_count": 1}
+_RENAMED = {"dim": "factors", "negative": "negatives", "workers": "num_threads", "progress": "show_progress"}
 
 
-class DeepWalk:
+class DeepWalk(Trainer):
     """DeepWalk (``p = q = 1``) or node2vec (other ``p``, ``q``) embeddings of graph nodes.
 
-    Hyper-parameters go in the constructor (scikit-learn / ``implicit`` style); ``None`` takes the
-    preset's value (:data:`PRESETS`).
+    Follows :class:`annrec.train.base.Trainer`: hyper-parameters go in the constructor (``None`` takes the
+    preset's value, :data:`PRESETS`), ``fit(graph_or_interactions) -> self``, ``to_embeddings()``.
 
     Args:
         preset: ``"small"`` or ``"paper"``.
         walks_per_node: walks started from every node (DeepWalk's gamma).
         walk_length: nodes per walk (DeepWalk's t).
         window: skip-gram context window (DeepWalk's w).
-        dim: vector dimension (DeepWalk's d).
-        negative: negative samples per positive pair.
+        factors: vector dimension (DeepWalk's d; ``dim`` before, deprecated).
+        negatives: negative samples per positive pair (``negative`` before, deprecated).
         alpha, min_alpha: learning rate, linearly decayed from ``alpha`` to ``min_alpha``.
         epochs: passes of gensim over the walk corpus.
         sample: gensim's down-sampling threshold of frequent tokens (nodes).
@@ -62,47 +66,54 @@ class DeepWalk:
             also whether the built graph keeps co-occurrence counts (``False``: every edge weighs 1).
         graph: the graph built from Interactions input: ``"cooccurrence"`` or ``"bipartite"``.
         cooccurrence_window: items up to this many positions apart in a user's history are linked.
-        workers: gensim worker threads (2 on the shared development machine). Vectors are bit-for-bit
-            reproducible only with ``workers=1`` (thread scheduling changes the update order); the walks
-            are always reproducible.
+        num_threads: gensim worker threads (``None``: the machine's cores; ``workers`` before, deprecated).
+            Vectors are bit-for-bit reproducible only with ``num_threads=1`` (thread scheduling changes the
+            update order); the walks are always reproducible.
         seed: seed for the walks and for gensim.
-        progress: show progress bars (walks and training epochs).
+        device: ``None`` or ``"cpu"`` (gensim trains on the CPU only).
+        show_progress: show progress bars (walks and training epochs; ``progress`` before, deprecated).
 
     Attributes (after :meth:`fit`):
-        graph_: the :class:`Graph` trained on. model_: the gensim ``Word2Vec``. embeddings_: the result.
+        graph_: the :class:`Graph` trained on. model_: the gensim ``Word2Vec``. embeddings_: the export.
         timings_: ``{"walks_s": ..., "train_s": ...}``. corpus_: ``{"walks": ..., "tokens": ...}``.
 
     Raises:
-        InputError: unknown preset or graph kind, ``p``/``q`` <= 0, non-positive sizes.
+        InputError: unknown preset or graph kind, ``p``/``q`` <= 0, non-positive sizes, a device other than
+            the CPU.
     """
 
+    name = "deepwalk"
+
     def __init__(self, preset: str = "small", *, walks_per_node: int | None = None, walk_length: int | None = None,
-                 window: int | None = None, dim: int | None = None, negative: int | None = None,
+                 window: int | None = None, factors: int | None = None, negatives: int | None = None,
                  alpha: float | None = None, min_alpha: float | None = None, epochs: int | None = None,
                  sample: float | None = None, p: float = 1.0, q: float = 1.0, weighted: bool = True,
-                 graph: str = "cooccurrence", cooccurrence_window: int = 1, workers: int = 2, seed: int = 0,
-                 progress: bool = False):
+                 graph: str = "cooccurrence", cooccurrence_window: int = 1, num_threads: int | None = None,
+                 seed: int = 0, device: str | None = None, show_progress: bool = False, **deprecated: Any):
+        kw = renamed_params("DeepWalk", deprecated, _RENAMED, dict(factors=factors, negatives=negatives,
+                                                                    num_threads=num_threads,
+                                                                    show_progress=show_progress))
         if preset not in PRESETS:
             raise InputError(f"unknown DeepWalk preset {preset!r}: use one of {', '.join(PRESETS)}")
         if graph not in GRAPH_KINDS:
             raise InputError(f"unknown graph kind {graph!r} for interactions: use one of {', '.join(GRAPH_KINDS)} "
-                             f"(or pass a Graph, e.g. from annrec.train.graph.read_edge_list)")
+                             f"(or pass a Graph, e.g. from annrec.data.edgelist.read_edge_list)")
+        if device not in (None, "cpu"):
+            raise InputError(f"device {device!r}: DeepWalk trains with gensim on the CPU only; use device=None or 'cpu'")
         self.preset = preset
-        given = dict(walks_per_node=walks_per_node, walk_length=walk_length, window=window, dim=dim,
-                     negative=negative, alpha=alpha, min_alpha=min_alpha, epochs=epochs, sample=sample)
+        given = dict(walks_per_node=walks_per_node, walk_length=walk_length, window=window, factors=kw["factors"],
+                     negatives=kw["negatives"], alpha=alpha, min_alpha=min_alpha, epochs=epochs, sample=sample)
         cfg = {k: (PRESETS[preset][k] if v is None else v) for k, v in given.items()}
-        for k in ("walks_per_node", "walk_length", "window", "dim", "epochs"):
+        for k in ("walks_per_node", "walk_length", "window", "factors", "epochs", "negatives"):
             _check_int(k, cfg[k], 1)
-        _check_int("negative", cfg["negative"], 1)
-        _check_int("workers", workers, 1)
         _check_int("cooccurrence_window", cooccurrence_window, 1)
         for k in ("alpha", "min_alpha", "sample"):
             _check_float(k, cfg[k], allow_zero=(k != "alpha"))
         self.walks_per_node = int(cfg["walks_per_node"])
         self.walk_length = int(cfg["walk_length"])
         self.window = int(cfg["window"])
-        self.dim = int(cfg["dim"])
-        self.negative = int(cfg["negative"])
+        self.factors = int(cfg["factors"])
+        self.negatives = int(cfg["negatives"])
         self.alpha = float(cfg["alpha"])
         self.min_alpha = float(cfg["min_alpha"])
         self.epochs = int(cfg["epochs"])
@@ -111,25 +122,16 @@ class DeepWalk:
         self.weighted = bool(weighted)
         self.graph = graph
         self.cooccurrence_window = int(cooccurrence_window)
-        self.workers = int(workers)
+        self.num_threads = check_num_threads(kw["num_threads"])
         self.seed = int(seed)
-        self.progress = bool(progress)
+        self.device = device
+        self.show_progress = bool(kw["show_progress"])
         self.model_ = None
         self.graph_: Graph | None = None
         self.embeddings_: Embeddings | None = None
         self.timings_: dict[str, float] = {}
         self.corpus_: dict[str, int] = {}
-
-    # ------------------------------------------------------------------ parameters
-    def get_params(self) -> dict[str, Any]:
-        """Every hyper-parameter (what goes into the manifest), gensim's fixed settings included."""
-        return {"preset": self.preset, "walks_per_node": self.walks_per_node, "walk_length": self.walk_length,
-                "window": self.window, "dim": self.dim, "negative": self.negative, "alpha": self.alpha,
-                "min_alpha": self.min_alpha, "epochs": self.epochs, "sample": self.sample, "p": self.p,
-                "q": self.q, "weighted": self.weighted, "graph": self.graph,
-                "cooccurrence_window": self.cooccurrence_window, "workers": self.workers, "seed": self.seed,
-                "sg": 1, "hs": 0, "min_count": 1,
-                "walks": "uniform (DeepWalk)" if self.p == self.q == 1.0 else "second-order (node2vec)"}
+        self._train_data = None
 
     # ------------------------------------------------------------------ training
     def as_graph(self, data) -> Graph:
@@ -157,23 +159,23 @@ class DeepWalk:
         return random_walks(graph, walks_per_node or self.walks_per_node, walk_length or self.walk_length,
                             p=self.p, q=self.q, start_nodes=start_nodes,
                             seed=self.seed if seed is None else seed,
-                            weighted=None if self.weighted else False, progress=self.progress)
+                            weighted=None if self.weighted else False, progress=self.show_progress)
 
-    def fit(self, data) -> Embeddings:
+    def fit(self, train, validation=None) -> DeepWalk:
         """Walk the graph and train skip-gram on the walks.
 
         Args:
-            data: a :class:`Graph`, :class:`~annrec.data.Interactions` (graph built per ``graph``), or a
+            train: a :class:`Graph`, :class:`~annrec.data.Interactions` (graph built per ``graph``), or a
                 square ``scipy.sparse`` adjacency matrix.
+            validation: accepted for the trainer contract, not used (a fixed number of ``epochs``).
 
         Returns:
-            :class:`Embeddings` (metric ``cosine``) of every node with at least one edge: for graphs of
-            items their external ids (MovieLens movieIds) with ``items`` metadata (title, genres) when
-            known; for the bipartite graph the items as item vectors and the users as query vectors.
+            ``self``; :meth:`to_embeddings` gives the vectors.
 
         Raises:
             DataError: the graph has no edges. InputError: unsupported input.
         """
+        data = train
         from gensim.models import Word2Vec
 
         graph = self.as_graph(data)
@@ -181,9 +183,9 @@ class DeepWalk:
         walks = self._walks(graph)
         t1 = time.perf_counter()
         corpus = WalkCorpus(walks, tokens=_tokens(graph))
-        model = Word2Vec(vector_size=self.dim, window=self.window, min_count=1, sg=1, hs=0,
-                         negative=self.negative, alpha=self.alpha, min_alpha=self.min_alpha, sample=self.sample,
-                         workers=self.workers, seed=self.seed, epochs=self.epochs)
+        model = Word2Vec(vector_size=self.factors, window=self.window, negative=self.negatives, alpha=self.alpha,
+                         min_alpha=self.min_alpha, sample=self.sample, workers=resolve_num_threads(self.num_threads),
+                         seed=self.seed, epochs=self.epochs, **GENSIM_FIXED)
         model.build_vocab(corpus)
         model.train(corpus, total_examples=len(corpus), epochs=self.epochs, callbacks=self._callbacks())
         t2 = time.perf_counter()
@@ -191,10 +193,39 @@ class DeepWalk:
         self.timings_ = {"walks_s": t1 - t0, "train_s": t2 - t1}
         self.corpus_ = {"walks": len(corpus), "tokens": corpus.total_words}
         self.embeddings_ = self._export(graph)
+        self._train_data = data if hasattr(data, "item_idx") and hasattr(data, "user_idx") else None
+        self._fitted = True
+        return self
+
+    def to_embeddings(self) -> Embeddings:
+        """:class:`Embeddings` (metric ``cosine``) of every node with at least one edge: for graphs of items
+        their external ids (MovieLens movieIds) with ``items`` metadata (title, genres) when known; for the
+        bipartite graph the items as item vectors and the users as query vectors. float32
+        ``(n_items, factors)``; ``manifest["params"]`` is :meth:`get_params`.
+
+        Raises:
+            NotFittedError: before :meth:`fit`.
+        """
+        self._check_fitted()
         return self.embeddings_
 
+    def recommend_fn(self) -> RecommendFn:
+        """Item-to-item scorer over the training Interactions' rows: the mean cosine similarity of an item
+        to the user's training items (:func:`annrec.eval.graph.item_to_item_recommender`).
+
+        Raises:
+            NotFittedError: before :meth:`fit`. InputError: fitted on a graph, not on Interactions (no users).
+        """
+        from annrec.eval.graph import item_to_item_recommender, item_vectors_by_index
+
+        self._check_fitted()
+        if self._train_data is None:
+            raise InputError("recommend_fn needs a DeepWalk fitted on Interactions (users and their items); "
+                             "this one was fitted on a graph")
+        return item_to_item_recommender(*item_vectors_by_index(self.embeddings_, self._train_data.item_ids))
+
     def _callbacks(self):
-        if not self.progress:
+        if not self.show_progress:
             return ()
         from gensim.models.callbacks import CallbackAny2Vec
         from tqdm.auto import tqdm
@@ -210,10 +241,6 @@ class DeepWalk:
                 self.bar.close()
 
         return [_Bar(self.epochs)]
-
-    def _check_fitted(self) -> None:
-        if self.model_ is None:
-            raise InputError("this DeepWalk model is not trained yet: call fit(graph) first")
 
     def _export(self, graph: Graph) -> Embeddings:
         wv = self.model_.wv
@@ -240,6 +267,8 @@ class DeepWalk:
         manifest = {
             "trainer": "deepwalk",
             "params": self.get_params(),
+            "gensim": {**GENSIM_FIXED, "walks": "uniform (DeepWalk)" if self.p == self.q == 1.0
+                       else "second-order (node2vec)"},
             "dataset": graph.meta.get("dataset"),
             "data_hash": graph.meta.get("fingerprint") or graph.fingerprint(),
             "graph": {**graph.summary(), "fingerprint": graph.fingerprint(),
@@ -278,7 +307,7 @@ class DeepWalk:
         self._check_fitted()
         rows = graph.indices_of(list(nodes))
         if rows.size == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, self.factors), dtype=np.float32)
         walks = random_walks(graph, walks_per_node or self.walks_per_node, max(walk_length or self.walk_length, 2),
                              p=self.p, q=self.q, start_nodes=rows, seed=self.seed if seed is None else seed,
                              weighted=None if self.weighted else False)
@@ -295,7 +324,7 @@ class DeepWalk:
         vis, own = visited[ok].astype(np.int64), owner[ok]
         vr = vrow[vis]
         ok2 = vr >= 0
-        out = np.zeros((len(rows), self.dim), dtype=np.float64)
+        out = np.zeros((len(rows), self.factors), dtype=np.float64)
         np.add.at(out, own[ok2], unit[vr[ok2]])
         counts = np.bincount(own[ok2], minlength=len(rows))
         if (counts == 0).any():

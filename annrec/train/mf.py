@@ -23,57 +23,38 @@ Defaults were chosen on ml-latest-small by ``bench/mf_tune.py``, on a validation
 training part (never on the test ratings): 64 factors, ``reg=0.12``, batches of 4096, at most 20 epochs,
 peak learning rate 0.02, ``y_range`` = ``(min rating - 0.5, max rating + 0.5)`` = ``(0, 5.5)`` on MovieLens
 (fastai's value). RMSE 0.8421 on the random 90/10 split, seed 0 (0.8403-0.8421 over model seeds 0-2;
-``bench/mf_quality.py``), against 0.8657 for :class:`BiasBaseline`.
+``bench/mf_quality.py``), against 0.8657 for :class:`annrec.eval.baselines.BiasBaseline`.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import sys
 import time
-from collections.abc import Callable, Mapping
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from annrec.errors import InputError
+from annrec.train.base import (RecommendFn, Trainer, check_device_name, check_idx, check_interactions,
+                               check_num_threads, epoch_bar, float_param, int_param, item_metadata, renamed_params,
+                               resolve_device, torch_threads)
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from annrec.data import Interactions
     from annrec.embeddings import Embeddings
 
-__all__ = ["MatrixFactorization", "BiasBaseline", "evaluate_rmse", "item_metadata"]
+__all__ = ["MatrixFactorization"]
 
 _OPTIMIZERS = ("adamw", "sgd")
 _SCHEDULES = ("onecycle", "constant")
 
 
-def _check_interactions(data: Any, what: str = "train") -> Interactions:
-    from annrec.data import Interactions
-
-    if not isinstance(data, Interactions):
-        raise InputError(f"{what} must be an annrec.data.Interactions (e.g. from load_movielens or "
-                         f"load_interactions); got {type(data).__name__}")
-    if data.n_events == 0:
-        raise InputError(f"{what} has no ratings: matrix factorisation needs at least one")
-    return data
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
-def _non_negative(name: str, value: Any, positive: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number; got {value!r}") from None
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise InputError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}; got {value!r}")
-    return v
+def _check_ratings(data: Any, what: str = "train") -> Interactions:
+    return check_interactions(data, what, needs="at least one rating")
 
 
 def _check_y_range(y_range: Any) -> tuple[float, float] | str | None:
@@ -89,51 +70,17 @@ def _check_y_range(y_range: Any) -> tuple[float, float] | str | None:
     return (lo, hi)
 
 
-def evaluate_rmse(model: Any, test: Interactions) -> float:
-    """RMSE (rating units) of ``model.predict(user_idx, item_idx)`` on the ratings of ``test``.
-
-    ``test`` must share the id space of the data the model was fitted on (the splits of
-    :mod:`annrec.data.splits` guarantee it).
-    """
-    from annrec.metrics import rmse
-
-    test = _check_interactions(test, "test")
-    return rmse(model.predict(test.user_idx, test.item_idx), test.rating)
-
-
-def item_metadata(inter: Interactions, ids: np.ndarray) -> dict | None:
-    """``{external id: {"title": str, "genres": [str]}}`` for ``ids`` from ``inter.items`` (None if absent)."""
-    items = inter.items
-    if items is None or len(items) == 0:
-        return None
-    cols = [c for c in ("title", "genres") if c in items.columns]
-    if not cols:
-        return None
-    sub = items.reindex(ids)[cols]
-    out: dict = {}
-    for key, row in zip(ids.tolist(), sub.itertuples(index=False)):
-        meta = {}
-        for c, v in zip(cols, row):
-            if c == "genres":
-                meta[c] = list(v) if isinstance(v, (list, tuple, np.ndarray)) else []
-            elif isinstance(v, str):
-                meta[c] = v
-        if meta:
-            out[key] = meta
-    return out or None
-
-
-class MatrixFactorization:
+class MatrixFactorization(Trainer):
     """Biased matrix factorisation ``r ~ mu + b_u + b_i + p_u . q_i`` (optionally sigmoid-scaled), torch.
 
-    Hyper-parameters go in the constructor (scikit-learn / ``implicit`` style); :meth:`fit` learns
-    ``user_factors_`` ``(n_users, dim)``, ``item_factors_`` ``(n_items, dim)``, ``user_bias_``,
+    Follows :class:`annrec.train.base.Trainer`: hyper-parameters go in the constructor; :meth:`fit` learns
+    ``user_factors_`` ``(n_users, factors)``, ``item_factors_`` ``(n_items, factors)``, ``user_bias_``,
     ``item_bias_`` (float32) and ``global_bias_`` (float), indexed by the contiguous indices of the
     training :class:`~annrec.data.Interactions`. Users and items without training ratings keep zero
     factors and zero bias (the prior mean).
 
     Args:
-        dim: number of latent factors.
+        factors: number of latent factors (``dim`` before; still accepted, deprecated).
         epochs: maximum number of passes over the training ratings.
         lr: peak learning rate (of the one-cycle schedule; the constant rate with ``schedule="constant"``).
         reg: per-rating L2 penalty on the factors of the batch, ``reg * (|p_u|^2 + |q_i|^2)``.
@@ -160,74 +107,56 @@ class MatrixFactorization:
         seed: seeds the initialisation, the validation carve-out and the batch order (same seed, same
             data, same device: same model).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None``: CUDA when available, else CPU.
-        threads: torch CPU threads during :meth:`fit` (restored afterwards). Default 1: the steps of
-            this small model are too short for intra-op parallelism, and on a shared machine a second
-            thread measured 1.7x slower per step (``OMP_WAIT_POLICY`` spinning).
-        progress: show a tqdm progress bar (one tick per epoch, loss and validation RMSE).
+        num_threads: torch CPU threads during :meth:`fit` (restored afterwards); ``None``: the machine's
+            cores (``os.cpu_count()``). The steps of this small model are short: on a busy machine 1 thread
+            can be faster (a second thread measured 1.7x slower per step on a shared 2-core machine,
+            ``OMP_WAIT_POLICY`` spinning). ``threads`` before (deprecated).
+        show_progress: show a tqdm progress bar (one tick per epoch, loss and validation RMSE);
+            ``progress`` before (deprecated).
 
     Raises:
         InputError: a hyper-parameter out of range (on construction).
     """
 
-    def __init__(self, dim: int = 64, epochs: int = 20, lr: float = 0.02, reg: float = 0.12,
+    name = "mf"
+
+    def __init__(self, factors: int = 64, epochs: int = 20, lr: float = 0.02, reg: float = 0.12,
                  bias_reg: float = 0.01, weight_decay: float = 0.0, optimizer: str = "adamw",
                  schedule: str = "onecycle", batch_size: int = 4096,
                  y_range: tuple[float, float] | str | None = "auto", val_fraction: float = 0.05,
                  patience: int = 3, refit: bool = True, init_std: float = 0.01, clip: bool = True, seed: int = 0,
-                 device: str | None = None, threads: int | None = 1, progress: bool = True) -> None:
-        self.dim = _positive_int("dim", dim)
-        self.epochs = _positive_int("epochs", epochs)
-        self.lr = _non_negative("lr", lr, positive=True)
-        self.reg = _non_negative("reg", reg)
-        self.bias_reg = _non_negative("bias_reg", bias_reg)
-        self.weight_decay = _non_negative("weight_decay", weight_decay)
+                 device: str | None = None, num_threads: int | None = None, show_progress: bool = True,
+                 **deprecated: Any) -> None:
+        kw = renamed_params("MatrixFactorization", deprecated,
+                            {"dim": "factors", "threads": "num_threads", "progress": "show_progress"},
+                            dict(factors=factors, num_threads=num_threads, show_progress=show_progress))
+        self.factors = int_param("factors", kw["factors"])
+        self.epochs = int_param("epochs", epochs)
+        self.lr = float_param("lr", lr, positive=True)
+        self.reg = float_param("reg", reg)
+        self.bias_reg = float_param("bias_reg", bias_reg)
+        self.weight_decay = float_param("weight_decay", weight_decay)
         if optimizer not in _OPTIMIZERS:
             raise InputError(f"unknown optimizer {optimizer!r}: use {' or '.join(_OPTIMIZERS)}")
         self.optimizer = optimizer
         if schedule not in _SCHEDULES:
             raise InputError(f"unknown schedule {schedule!r}: use {' or '.join(_SCHEDULES)}")
         self.schedule = schedule
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self.batch_size = int_param("batch_size", batch_size)
         self.y_range = _check_y_range(y_range)
-        vf = _non_negative("val_fraction", val_fraction)
+        vf = float_param("val_fraction", val_fraction)
         if vf >= 0.5:
             raise InputError(f"val_fraction must be in [0, 0.5); got {val_fraction!r}")
         self.val_fraction = vf
-        self.patience = _positive_int("patience", patience)
+        self.patience = int_param("patience", patience)
         self.refit = bool(refit)
-        self.init_std = _non_negative("init_std", init_std, positive=True)
+        self.init_std = float_param("init_std", init_std, positive=True)
         self.clip = bool(clip)
         self.seed = int(seed)
-        self.device = device
-        self.threads = None if threads is None else _positive_int("threads", threads)
-        self.progress = bool(progress)
+        self.device = check_device_name(device)
+        self.num_threads = check_num_threads(kw["num_threads"])
+        self.show_progress = bool(kw["show_progress"])
         self._fitted = False
-
-    # ------------------------------------------------------------------ parameters
-    def get_params(self) -> dict[str, Any]:
-        """The constructor arguments (what goes into the manifest)."""
-        return {"dim": self.dim, "epochs": self.epochs, "lr": self.lr, "reg": self.reg, "bias_reg": self.bias_reg,
-                "weight_decay": self.weight_decay, "optimizer": self.optimizer, "schedule": self.schedule,
-                "batch_size": self.batch_size,
-                "y_range": list(self.y_range) if isinstance(self.y_range, tuple) else self.y_range,
-                "val_fraction": self.val_fraction, "patience": self.patience, "refit": self.refit,
-                "init_std": self.init_std,
-                "clip": self.clip, "seed": self.seed, "device": self.device, "threads": self.threads}
-
-    def _resolve_device(self):
-        import torch
-
-        if self.device is None:
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            dev = torch.device(self.device)
-        except (RuntimeError, TypeError):
-            raise InputError(f"unknown device {self.device!r}: use cpu, cuda or cuda:N") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"device {self.device!r} asked for but torch sees no CUDA device: use --device cpu")
-        if dev.type not in ("cpu", "cuda"):
-            raise InputError(f"device {self.device!r} is not supported: use cpu or cuda")
-        return dev
 
     # ------------------------------------------------------------------ training
     def fit(self, train: Interactions, validation: Interactions | None = None) -> MatrixFactorization:
@@ -247,28 +176,22 @@ class MatrixFactorization:
         Raises:
             InputError: not an Interactions, no ratings, or a validation set in another id space.
         """
-        import torch
-
-        train = _check_interactions(train)
+        train = _check_ratings(train)
         if validation is not None:
-            validation = _check_interactions(validation, "validation")
+            validation = _check_ratings(validation, "validation")
             if validation.n_users != train.n_users or validation.n_items != train.n_items:
                 raise InputError("validation must share train's id space (same users and items): split one "
                                  "Interactions with annrec.data.random_split instead of loading two")
         t_start = time.perf_counter()
-        old_threads = torch.get_num_threads()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.num_threads):
             self._fit(train, validation)
-        finally:
-            torch.set_num_threads(old_threads)
         self.fit_seconds_ = time.perf_counter() - t_start
+        self._train_data = train
         self._fitted = True
         return self
 
     def _fit(self, train: Interactions, validation: Interactions | None) -> None:
-        dev = self._resolve_device()
+        dev = resolve_device(self.device)
         self.device_ = str(dev)
         rng = np.random.default_rng(self.seed)
         u_all, i_all, r_all = train.user_idx, train.item_idx, train.rating
@@ -320,19 +243,17 @@ class MatrixFactorization:
         self.user_factors_, self.item_factors_ = P, Q
         self.user_bias_, self.item_bias_ = bu, bi
         self.global_bias_ = mu
-        self._fingerprint = train.fingerprint()
 
-    def _train(self, part: tuple, val: tuple | None, epochs: int, dev, desc: str) -> dict[str, Any]:
-        """One training run on ``part`` = (user_idx, item_idx, rating), early-stopped on ``val`` when given."""
+    def _init_params(self, tr: np.ndarray, dev) -> dict[str, Any]:
+        """Fresh parameters: factors ~ N(0, init_std) (seeded), biases 0, ``mu`` at logit 0 / the mean."""
         import torch
 
-        tu, ti, tr = part
         g = torch.Generator().manual_seed(self.seed)
         # With range scaling mu starts at logit 0 (the middle of y_range, as fastai's EmbeddingDotBias
         # does); starting at the logit of the mean measured 0.002-0.003 worse RMSE on ml-latest-small.
         mu0 = 0.0 if self.y_range_ is not None else float(np.mean(tr, dtype=np.float64))
-        P = torch.empty(self.n_users_, self.dim).normal_(0.0, self.init_std, generator=g)
-        Q = torch.empty(self.n_items_, self.dim).normal_(0.0, self.init_std, generator=g)
+        P = torch.empty(self.n_users_, self.factors).normal_(0.0, self.init_std, generator=g)
+        Q = torch.empty(self.n_items_, self.factors).normal_(0.0, self.init_std, generator=g)
         params = {
             "P": P.to(dev).requires_grad_(),
             "Q": Q.to(dev).requires_grad_(),
@@ -340,70 +261,93 @@ class MatrixFactorization:
             "bi": torch.zeros(self.n_items_, device=dev, requires_grad=True),
             "mu": torch.tensor(mu0, device=dev, requires_grad=True),
         }
-        U = torch.from_numpy(tu.astype(np.int64)).to(dev)
-        I_ = torch.from_numpy(ti.astype(np.int64)).to(dev)
-        R = torch.from_numpy(tr.astype(np.float32)).to(dev)
-        if val is not None:
-            VU = torch.from_numpy(val[0].astype(np.int64)).to(dev)
-            VI = torch.from_numpy(val[1].astype(np.int64)).to(dev)
-            VR = torch.from_numpy(val[2].astype(np.float64))
-        n = len(R)
-        steps_per_epoch = math.ceil(n / self.batch_size)
+        return {"params": params, "generator": g}
+
+    def _optimizer(self, params: dict[str, Any], total_steps: int):
+        import torch
+
         if self.optimizer == "adamw":
             opt = torch.optim.AdamW(list(params.values()), lr=self.lr, weight_decay=self.weight_decay)
         else:
             opt = torch.optim.SGD(list(params.values()), lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
         sched = None
         if self.schedule == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=epochs * steps_per_epoch)
-        y_range = self.y_range_
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total_steps)
+        return opt, sched
 
-        def forward(u, i):
-            x = (params["P"][u] * params["Q"][i]).sum(1) + params["bu"][u] + params["bi"][i] + params["mu"]
-            if y_range is not None:
-                x = torch.sigmoid(x) * (y_range[1] - y_range[0]) + y_range[0]
-            return x
+    def _forward(self, params: dict[str, Any], u, i):
+        import torch
 
-        def val_rmse() -> float:
-            with torch.no_grad():
-                pred = [forward(VU[s:s + 65536], VI[s:s + 65536]).cpu() for s in range(0, len(VU), 65536)]
-                p = torch.cat(pred).double()
-                if self.clip:
-                    p = p.clamp(*self.rating_range_)
-                return float(torch.sqrt(((p - VR) ** 2).mean()))
+        x = (params["P"][u] * params["Q"][i]).sum(1) + params["bu"][u] + params["bi"][i] + params["mu"]
+        if self.y_range_ is not None:
+            lo, hi = self.y_range_
+            x = torch.sigmoid(x) * (hi - lo) + lo
+        return x
 
+    def _val_rmse(self, params: dict[str, Any], val) -> float:
+        import torch
+
+        VU, VI, VR = val
+        with torch.no_grad():
+            pred = [self._forward(params, VU[s:s + 65536], VI[s:s + 65536]).cpu() for s in range(0, len(VU), 65536)]
+            p = torch.cat(pred).double()
+            if self.clip:
+                p = p.clamp(*self.rating_range_)
+            return float(torch.sqrt(((p - VR) ** 2).mean()))
+
+    def _epoch(self, params, data, opt, sched, g, dev) -> float:
+        """One pass over ``data`` = (U, I, R) tensors in a seeded random order; mean squared error."""
+        import torch
+
+        U, I_, R = data
+        n = len(R)
+        perm = torch.randperm(n, generator=g).to(dev)
+        sq_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        for s in range(0, n, self.batch_size):
+            b = perm[s:s + self.batch_size]
+            u, i, r = U[b], I_[b], R[b]
+            err = self._forward(params, u, i) - r
+            mse = (err * err).mean()
+            loss = mse
+            if self.reg:
+                loss = loss + self.reg * ((params["P"][u] ** 2).sum(1) + (params["Q"][i] ** 2).sum(1)).mean()
+            if self.bias_reg:
+                loss = loss + self.bias_reg * (params["bu"][u] ** 2 + params["bi"][i] ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            sq_sum += mse.detach().double() * len(b)
+        return float(sq_sum) / n
+
+    def _train(self, part: tuple, val: tuple | None, epochs: int, dev, desc: str) -> dict[str, Any]:
+        """One training run on ``part`` = (user_idx, item_idx, rating), early-stopped on ``val`` when given."""
+        import torch
+
+        tu, ti, tr = part
+        init = self._init_params(tr, dev)
+        params, g = init["params"], init["generator"]
+        data = (torch.from_numpy(tu.astype(np.int64)).to(dev), torch.from_numpy(ti.astype(np.int64)).to(dev),
+                torch.from_numpy(tr.astype(np.float32)).to(dev))
+        if val is not None:
+            val = (torch.from_numpy(val[0].astype(np.int64)).to(dev), torch.from_numpy(val[1].astype(np.int64)).to(dev),
+                   torch.from_numpy(val[2].astype(np.float64)))
+        opt, sched = self._optimizer(params, epochs * math.ceil(len(tr) / self.batch_size))
         history: list[dict[str, Any]] = []
         best, best_epoch, best_state, bad = math.inf, 0, None, 0
-        bar = _progress(epochs, self.progress, desc)
+        bar = epoch_bar(epochs, self.show_progress, desc)
         try:
             for epoch in range(1, epochs + 1):
                 t0 = time.perf_counter()
-                perm = torch.randperm(n, generator=g).to(dev)
-                sq_sum = torch.zeros((), dtype=torch.float64, device=dev)
-                for s in range(0, n, self.batch_size):
-                    b = perm[s:s + self.batch_size]
-                    u, i, r = U[b], I_[b], R[b]
-                    err = forward(u, i) - r
-                    mse = (err * err).mean()
-                    loss = mse
-                    if self.reg:
-                        loss = loss + self.reg * ((params["P"][u] ** 2).sum(1) + (params["Q"][i] ** 2).sum(1)).mean()
-                    if self.bias_reg:
-                        loss = loss + self.bias_reg * (params["bu"][u] ** 2 + params["bi"][i] ** 2).mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    if sched is not None:
-                        sched.step()
-                    sq_sum += mse.detach().double() * len(b)
-                train_mse = float(sq_sum) / n
+                train_mse = self._epoch(params, data, opt, sched, g, dev)
                 if not math.isfinite(train_mse):
                     raise InputError(f"training diverged at epoch {epoch} (loss {train_mse}): lower lr "
                                      f"(now {self.lr}) or use optimizer='adamw'")
                 rec: dict[str, Any] = {"epoch": epoch, "loss": round(train_mse, 6),
                                        "lr": float(opt.param_groups[0]["lr"])}
                 if val is not None:
-                    v = val_rmse()
+                    v = self._val_rmse(params, val)
                     rec["val_rmse"] = round(v, 6)
                     if v < best - 1e-6:
                         best, best_epoch, bad = v, epoch, 0
@@ -429,15 +373,11 @@ class MatrixFactorization:
                 "best_val": best if val is not None else None}
 
     # ------------------------------------------------------------------ inference
-    def _check_fitted(self) -> None:
-        if not self._fitted:
-            raise InputError("this MatrixFactorization is not fitted yet: call fit(train) first")
-
     def logits(self, user_idx, item_idx) -> np.ndarray:
         """``mu + b_u + b_i + p_u . q_i`` (before range scaling) as float32 for index pairs."""
         self._check_fitted()
-        u = _check_idx(user_idx, self.n_users_, "user")
-        i = _check_idx(item_idx, self.n_items_, "item")
+        u = check_idx(user_idx, self.n_users_, "user")
+        i = check_idx(item_idx, self.n_items_, "item")
         if u.shape != i.shape:
             raise InputError(f"user_idx and item_idx must have the same shape; got {u.shape} and {i.shape}")
         x = (np.einsum("nd,nd->n", self.user_factors_[u], self.item_factors_[i], dtype=np.float64)
@@ -475,10 +415,15 @@ class MatrixFactorization:
         self._check_fitted()
         return np.hstack([self.item_factors_, self.item_bias_[:, None]])
 
-    def recommender(self) -> Callable[[np.ndarray, int, list[np.ndarray]], np.ndarray]:
-        """Exact top-N recommender for :func:`annrec.metrics.evaluate_topn` (maximum inner product search).
+    def recommend_fn(self) -> RecommendFn:
+        """Exact top-N scorer for :func:`annrec.metrics.evaluate_topn` (maximum inner product search).
 
-        Items without training ratings are never recommended (they are not in the exported artifact).
+        Returns:
+            ``fn(user_rows (b,), k, seen) -> (b, k)`` int64 item rows of the training Interactions. Items
+            without training ratings are never recommended (they are not in the exported artifact).
+
+        Raises:
+            NotFittedError: before :meth:`fit`.
         """
         from annrec.metrics import top_k_excluding
 
@@ -493,37 +438,41 @@ class MatrixFactorization:
 
         return recommend
 
+    def recommender(self) -> RecommendFn:
+        """Deprecated spelling of :meth:`recommend_fn` (removed in the next release)."""
+        warnings.warn("MatrixFactorization.recommender() is deprecated: use recommend_fn()", DeprecationWarning,
+                      stacklevel=2)
+        return self.recommend_fn()
+
     # ------------------------------------------------------------------ export
-    def to_embeddings(self, train: Interactions, seen: Interactions | None = None,
+    def to_embeddings(self, train: Interactions | None = None, *, seen: Interactions | None = None,
                       figures: Mapping[str, Any] | None = None) -> Embeddings:
         """The Embeddings artifact for maximum inner product search (metric ``ip``).
 
         Args:
-            train: the interactions :meth:`fit` saw (checked by fingerprint): ids, titles, data hash.
+            train: deprecated (the data :meth:`fit` saw is kept); when given it must be that data.
             seen: interactions in the same id space whose (user, item) pairs recommendations exclude
-                (default ``train``). Pass the whole data set when the model was fitted on a split, so
-                that a user is never recommended a movie they rated in the held-out part either.
+                (default: the data fitted on). Pass the whole data set when the model was fitted on a split,
+                so that a user is never recommended a movie they rated in the held-out part either.
             figures: quality figures for ``manifest["figures"]`` (RMSE, top-N...).
 
         Returns:
             :class:`~annrec.embeddings.Embeddings` with ``vectors`` = ``[q_i, b_i]`` float32
-            ``(n_items_with_ratings, dim + 1)``, ``ids`` their external ids, ``queries`` = ``[p_u, 1]``
-            ``(n_users_with_ratings, dim + 1)``, ``query_ids``, ``seen`` (binary CSR), ``items`` =
+            ``(n_items_with_ratings, factors + 1)``, ``ids`` their external ids, ``queries`` = ``[p_u, 1]``
+            ``(n_users_with_ratings, factors + 1)``, ``query_ids``, ``seen`` (binary CSR), ``items`` =
             ``{id: {"title", "genres"}}`` when known, ``extra["user_bias.npy"]`` (float32 b_u per query
             row: with ``manifest["global_bias"]`` and ``manifest["y_range"]`` it turns a score back into a
             predicted rating, ``lo + (hi - lo) * sigmoid(score + mu + b_u)``), and a manifest (trainer
-            ``"mf"``, params, dataset, data hash, counts, training history, figures).
+            ``"mf"``, params = :meth:`get_params`, dataset, data hash, counts, training history, figures).
 
         Raises:
-            InputError: not fitted, ``train`` is not the data fitted on, ``seen`` in another id space.
+            NotFittedError: not fitted. InputError: ``train`` is not the data fitted on, ``seen`` in another
+            id space.
         """
         from annrec.embeddings import Embeddings
 
         self._check_fitted()
-        train = _check_interactions(train)
-        if train.fingerprint() != self._fingerprint:
-            raise InputError("to_embeddings got other interactions than fit saw (fingerprints differ): pass the "
-                             "Interactions you fitted on (and the full data set as seen=...)")
+        train = self._kept_train(train)
         if seen is None:
             seen = train
         elif seen.n_users != train.n_users or seen.n_items != train.n_items:
@@ -561,82 +510,5 @@ class MatrixFactorization:
         }
         return Embeddings(vectors=self.item_vectors()[items], ids=train.item_ids[items], metric="ip",
                           queries=self.query_vectors()[users], query_ids=train.user_ids[users],
-                          items=item_metadata(train, train.item_ids[items]), manifest=manifest,
+                          items=item_metadata(train.items, train.item_ids[items]), manifest=manifest,
                           extra={"user_bias.npy": buf.getvalue()}, seen=seen_csr)
-
-
-class BiasBaseline:
-    """Regularised bias-only baseline ``r ~ mu + b_u + b_i`` (no factors), fitted in closed form.
-
-    The "baseline predictors" of Koren (2010, "Factor in the Neighbors", TKDD 4(1), section 2.1):
-    alternating ridge regressions ``b_i = sum_u (r_ui - mu - b_u) / (reg_item + n_i)`` and
-    ``b_u = sum_i (r_ui - mu - b_i) / (reg_user + n_u)``, ``iterations`` times (Koren does one pass with
-    ``reg_item=25, reg_user=10``; the defaults here were selected on a validation split of
-    ml-latest-small's training part by ``bench/mf_tune.py``).
-
-    Raises:
-        InputError: negative regularisation or ``iterations`` < 1.
-    """
-
-    def __init__(self, reg_item: float = 3.0, reg_user: float = 5.0, iterations: int = 10, clip: bool = True) -> None:
-        self.reg_item = _non_negative("reg_item", reg_item)
-        self.reg_user = _non_negative("reg_user", reg_user)
-        self.iterations = _positive_int("iterations", iterations)
-        self.clip = bool(clip)
-        self._fitted = False
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor arguments."""
-        return {"reg_item": self.reg_item, "reg_user": self.reg_user, "iterations": self.iterations,
-                "clip": self.clip}
-
-    def fit(self, train: Interactions) -> BiasBaseline:
-        """Fit ``global_bias_``, ``user_bias_`` ``(n_users,)`` and ``item_bias_`` ``(n_items,)`` (float64)."""
-        train = _check_interactions(train)
-        u, i = train.user_idx, train.item_idx
-        r = train.rating.astype(np.float64)
-        nu, ni = train.n_users, train.n_items
-        mu = float(r.mean())
-        n_u = np.bincount(u, minlength=nu)
-        n_i = np.bincount(i, minlength=ni)
-        bu = np.zeros(nu)
-        bi = np.zeros(ni)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            for _ in range(self.iterations):
-                bi = np.nan_to_num(np.bincount(i, r - mu - bu[u], ni) / (self.reg_item + n_i))
-                bu = np.nan_to_num(np.bincount(u, r - mu - bi[i], nu) / (self.reg_user + n_u))
-        self.global_bias_, self.user_bias_, self.item_bias_ = mu, bu, bi
-        self.n_users_, self.n_items_ = nu, ni
-        self.rating_range_ = (float(r.min()), float(r.max()))
-        self._fitted = True
-        return self
-
-    def predict(self, user_idx, item_idx) -> np.ndarray:
-        """Predicted ratings (float32) for pairs of contiguous indices, clipped to the training range."""
-        if not self._fitted:
-            raise InputError("this BiasBaseline is not fitted yet: call fit(train) first")
-        u = _check_idx(user_idx, self.n_users_, "user")
-        i = _check_idx(item_idx, self.n_items_, "item")
-        x = self.global_bias_ + self.user_bias_[u] + self.item_bias_[i]
-        if self.clip:
-            x = np.clip(x, *self.rating_range_)
-        return x.astype(np.float32)
-
-
-def _check_idx(idx, n: int, what: str) -> np.ndarray:
-    a = np.asarray(idx)
-    if a.dtype.kind not in "iu":
-        raise InputError(f"{what}_idx must be integer indices (contiguous, from the Interactions); got dtype {a.dtype}")
-    a = a.astype(np.int64)
-    if a.size and (a.min() < 0 or a.max() >= n):
-        raise InputError(f"{what}_idx out of range 0..{n - 1}: pass indices of the Interactions the model was "
-                         f"fitted on (map external ids with Interactions.{what}_index)")
-    return a
-
-
-def _progress(total: int, enabled: bool, desc: str = "mf"):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=False, dynamic_ncols=True)

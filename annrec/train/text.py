@@ -8,7 +8,7 @@ Three pieces:
   normalize_embeddings=True, convert_to_numpy=True)`` (the sentence-transformers API, Reimers &
   Gurevych, 2019) and keeps every ``(model, normalize, max_seq_length, text) -> vector`` it computed in an
   SQLite cache, so a re-run encodes only new or changed texts.
-* :class:`TextTrainer` ``.fit(interactions_or_items) -> Embeddings`` (metric ``cosine``) and a query
+* :class:`TextTrainer` ``.fit(interactions_or_items).to_embeddings()`` (metric ``cosine``) and a query
   encoder (:meth:`TextTrainer.encode_queries`, :func:`load_query_encoder`) for text search in the API.
 
 The default model is ``all-MiniLM-L6-v2`` (384 dimensions, mean pooling, unit-normalised output;
@@ -37,6 +37,7 @@ import pandas as pd
 
 from annrec.embeddings import Embeddings, read_manifest, KIND as EMBEDDINGS_KIND
 from annrec.errors import ArtifactError, DataError, DataNotFoundError, InputError
+from annrec.train.base import RecommendFn, Trainer, check_num_threads, renamed_params, torch_threads
 
 __all__ = [
     "DEFAULT_MODEL", "DEFAULT_FIELDS", "TextEncoder", "TextTrainer", "TextVectorCache", "ResolvedModel",
@@ -724,13 +725,14 @@ def _texts_hash(ids: Sequence[Any], texts: Sequence[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ trainer
-class TextTrainer:
+class TextTrainer(Trainer):
     """Item vectors from item text (title, genres, tags...) with a sentence-transformers model.
 
-    Hyper-parameters go in the constructor (scikit-learn style); :meth:`fit` builds the texts, encodes
-    them through :class:`TextEncoder` (cached) and returns an :class:`~annrec.embeddings.Embeddings` with
-    metric ``cosine``. After ``fit``, :meth:`encode_queries` encodes free-text search queries into the
-    same space.
+    Follows :class:`annrec.train.base.Trainer`: hyper-parameters go in the constructor; :meth:`fit` builds
+    the texts and encodes them through :class:`TextEncoder` (cached); :meth:`to_embeddings` returns an
+    :class:`~annrec.embeddings.Embeddings` with metric ``cosine``. After ``fit``, :meth:`encode_queries`
+    encodes free-text search queries into the same space. The latent size is the model's (384 for
+    all-MiniLM-L6-v2): there is no ``factors`` parameter.
 
     Args:
         model, batch_size, device, normalize, cache_dir, use_cache, max_seq_length: see :class:`TextEncoder`.
@@ -738,7 +740,8 @@ class TextTrainer:
         max_list_values: at most this many values of a list field (the most frequent tags), default 20.
         on_empty: ``"error"`` (default) raises on items whose text is empty; ``"skip"`` leaves them out
             of the artifact and counts them in ``manifest["figures"]["n_skipped_empty"]``.
-        show_progress_bar: sentence-transformers' progress bar.
+        num_threads: torch CPU threads while encoding (restored after; ``None``: the machine's cores).
+        show_progress: sentence-transformers' progress bar (``show_progress_bar`` before, deprecated).
 
     Attributes:
         encoder_: the :class:`TextEncoder` used by the last fit.
@@ -749,12 +752,19 @@ class TextTrainer:
                  batch_size: int = 64, device: str | None = None, normalize: bool = True,
                  cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
                  max_seq_length: int | None = None, max_list_values: int | None = DEFAULT_MAX_LIST_VALUES,
-                 on_empty: str = "error", show_progress_bar: bool | None = None) -> None:
+                 on_empty: str = "error", num_threads: int | None = None, show_progress: bool | None = None,
+                 **deprecated: Any) -> None:
+        show_progress = renamed_params("TextTrainer", deprecated, {"show_progress_bar": "show_progress"},
+                                       {"show_progress": show_progress})["show_progress"]
         if on_empty not in ("error", "skip"):
             raise InputError(f"on_empty must be 'error' or 'skip'; got {on_empty!r}")
         self.model = os.fspath(model) if isinstance(model, os.PathLike) else model
         self.fields = _parse_fields(fields)
-        self.batch_size = batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+        if device is not None and not isinstance(device, str):
+            raise InputError(f"device must be None (auto), 'cpu' or 'cuda'; got {device!r}")
+        self.batch_size = int(batch_size)
         self.device = device
         self.normalize = normalize
         self.cache_dir = cache_dir
@@ -762,32 +772,37 @@ class TextTrainer:
         self.max_seq_length = max_seq_length
         self.max_list_values = max_list_values
         self.on_empty = on_empty
-        self.show_progress_bar = show_progress_bar
+        self.num_threads = check_num_threads(num_threads)
+        self.show_progress = show_progress
         self.encoder_: TextEncoder | None = None
         self.texts_: pd.Series | None = None
+        self.embeddings_: Embeddings | None = None
+        self._item_ids = None
+        self._fitted = False
 
     def get_params(self) -> dict[str, Any]:
-        return {"model": self.model, "fields": list(self.fields), "batch_size": self.batch_size,
-                "device": self.device, "normalize": self.normalize, "use_cache": self.use_cache,
-                "max_seq_length": self.max_seq_length, "max_list_values": self.max_list_values,
-                "on_empty": self.on_empty}
+        """The constructor's arguments (``fields`` as a list)."""
+        p = super().get_params()
+        p["fields"] = list(self.fields)
+        return p
 
     def _encoder(self, fresh: bool = False) -> TextEncoder:
         if self.encoder_ is None or fresh:  # the loaded model itself is shared per process and device
             self.encoder_ = TextEncoder(self.model, batch_size=self.batch_size, device=self.device,
                                         normalize=self.normalize, cache_dir=self.cache_dir, use_cache=self.use_cache,
-                                        max_seq_length=self.max_seq_length, show_progress_bar=self.show_progress_bar)
+                                        max_seq_length=self.max_seq_length, show_progress_bar=self.show_progress)
         return self.encoder_
 
-    def fit(self, data: Any, *, dataset: str | None = None) -> Embeddings:
-        """Encode the text of every item.
+    def fit(self, train: Any, validation: Any = None, *, dataset: str | None = None) -> TextTrainer:
+        """Encode the text of every item; returns ``self``.
 
         Args:
-            data: :class:`~annrec.data.Interactions` (its ``.items``: all described items are encoded,
+            train: :class:`~annrec.data.Interactions` (its ``.items``: all described items are encoded,
                 rated or not), or a DataFrame of item metadata indexed by external item id.
-            dataset: data set name for the manifest (default: ``data.name``).
+            validation: accepted for the trainer contract, not used (nothing is learned).
+            dataset: data set name for the manifest (default: ``train.name``).
 
-        Returns:
+        :meth:`to_embeddings` returns:
             Embeddings: float32 ``(n_items, dim)`` vectors, ids = item ids in the order of the item table,
             metric ``cosine``, ``items`` = ``{id: {"title": ..., "genres": [...]}}`` (the columns among
             title/genres that exist), manifest with ``trainer``, ``params``, ``encoder`` (what
@@ -798,6 +813,7 @@ class TextTrainer:
             InputError: unknown fields; DataError: no items, or items with empty text when
             ``on_empty="error"``; DataNotFoundError: the model cannot be found.
         """
+        data = train
         items, name = _items_of(data)
         texts = build_item_texts(items, self.fields, self.max_list_values)
         empty = (texts == "").to_numpy()
@@ -814,7 +830,8 @@ class TextTrainer:
                                 f"that hold text (--fields)")
         enc = self._encoder(fresh=True)
         t0 = time.perf_counter()
-        vectors = enc.encode(texts.tolist())
+        with torch_threads(self.num_threads):
+            vectors = enc.encode(texts.tolist())
         seconds = time.perf_counter() - t0
         stats = dict(enc.last_stats)
         ids = texts.index.to_numpy()
@@ -841,14 +858,38 @@ class TextTrainer:
         encoder_info.update(fields=list(self.fields), max_list_values=self.max_list_values)
         manifest = {
             "trainer": "text",
-            "params": self.get_params() | {"device": enc.device},
+            "params": self.get_params(),
             "encoder": encoder_info,
             "dataset": dataset if dataset is not None else name,
             "data_hash": _texts_hash(ids.tolist(), texts.tolist()),
             "figures": figures,
         }
         self.texts_ = texts
-        return Embeddings(vectors=vectors, ids=ids, metric="cosine", items=meta, manifest=manifest)
+        self.embeddings_ = Embeddings(vectors=vectors, ids=ids, metric="cosine", items=meta, manifest=manifest)
+        self._item_ids = np.asarray(data.item_ids) if hasattr(data, "item_ids") else None
+        self._fitted = True
+        return self
+
+    def to_embeddings(self) -> Embeddings:
+        """The artifact of the last :meth:`fit` (float32 ``(n_items, dim)`` unit vectors, metric cosine).
+        Raises NotFittedError before :meth:`fit`."""
+        self._check_fitted()
+        return self.embeddings_
+
+    def recommend_fn(self) -> RecommendFn:
+        """Content-based scorer over the training Interactions' rows: mean cosine similarity of an item's text
+        vector to those of the user's training items (:func:`annrec.eval.graph.item_to_item_recommender`).
+
+        Raises:
+            NotFittedError: before :meth:`fit`. InputError: fitted on an item table, not on Interactions.
+        """
+        from annrec.eval.graph import item_to_item_recommender, item_vectors_by_index
+
+        self._check_fitted()
+        if self._item_ids is None:
+            raise InputError("recommend_fn needs a TextTrainer fitted on Interactions (users and their items); "
+                             "this one was fitted on an item table")
+        return item_to_item_recommender(*item_vectors_by_index(self.embeddings_, self._item_ids))
 
     def encode_queries(self, queries: str | Sequence[str]) -> np.ndarray:
         """Encode search queries with the fitted encoder: float32 ``(n_queries, dim)`` (see

@@ -274,7 +274,7 @@ def random_walks(graph, walks_per_node: int = 10, walk_length: int = 40, *, p: f
     """Generate truncated random walks (DeepWalk when ``p == q == 1``, node2vec otherwise).
 
     Args:
-        graph: :class:`annrec.train.graph.Graph` or a square ``scipy.sparse`` matrix (weights > 0).
+        graph: :class:`annrec.data.graph.Graph` or a square ``scipy.sparse`` matrix (weights > 0).
         walks_per_node: walks started from each start node (``gamma`` in DeepWalk; DeepWalk 80).
         walk_length: nodes per walk (``t`` in DeepWalk; DeepWalk 40), >= 1.
         p: node2vec return parameter (> 0): small ``p`` makes walks step back to the previous node more.
