@@ -78,7 +78,7 @@ def quickstart_dir() -> Path:
     atexit.register(shutil.rmtree, root, True)
     out = root / "qs"
     res = CliRunner().invoke(app, ["quickstart", "--data-dir", str(DATA_DIR), "--out", str(out), "--epochs", "3",
-                                   "--dim", "16", "--ef", "10,80", "--nprobe", "1,16", "--no-progress",
+                                   "--factors", "16", "--ef", "10,80", "--nprobe", "1,16", "--no-progress",
                                    "--json", str(root / "quickstart.json")])
     if res.exit_code != 0:
         raise RuntimeError(f"quickstart failed ({res.exit_code}): {res.output}\n{res.exception!r}")

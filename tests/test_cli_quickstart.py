@@ -25,7 +25,7 @@ def test_layout_the_server_loads(qs):
     out, _, _ = qs
     emb = Embeddings.load(out / "mf")
     hnsw, ivf = load_index(out / "mf-hnsw"), load_index(out / "mf-ivf")
-    assert emb.manifest["trainer"] == "mf" and emb.metric == "ip" and emb.dim == 17  # --dim 16, plus the bias
+    assert emb.manifest["trainer"] == "mf" and emb.metric == "ip" and emb.dim == 17  # --factors 16, plus the bias
     assert hnsw.backend == "hnswlib" and ivf.backend == "faiss" and ivf.params["factory_resolved"].startswith("IVF")
     for idx in (hnsw, ivf):
         assert len(idx) == len(emb) and idx.source["embeddings_name"] == "mf"

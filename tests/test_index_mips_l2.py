@@ -87,7 +87,7 @@ def test_ivf_recall_gain_on_a_real_als_model():
     require_real_data()
     ml = load_movielens("ml-latest-small")
     als = ImplicitALS(factors=64, iterations=15, seed=0, num_threads=1).fit(ml)
-    emb = als.to_embeddings(ml)
+    emb = als.to_embeddings()
     x, q = emb.vectors, np.ascontiguousarray(emb.queries, dtype=np.float32)
     truth = build_index(x, np.arange(len(x)), "ip", backend="faiss", factory="Flat").search(q, 10)[0]
 

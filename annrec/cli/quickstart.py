@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import typer
 
-from annrec.cli.apps import app, console, force_option, json_option, write_json_report
+from annrec.cli.apps import (app, console, deprecated_option, force_option, json_option, resolve_deprecated,
+                             write_json_report)
 from annrec.errors import InputError
 
 HNSW_PARAMS = {"M": 16, "ef_construction": 200, "ef": 64}
@@ -139,7 +140,7 @@ def run_quickstart(dataset: str = "ml-latest-small", data_dir: Path | None = Non
     step("3/6 top-N model: biased MF on the per-user temporal split (last 20% of each user = test)")
     t = time.perf_counter()
     mf, train, test, topn_fig = topn_protocol(inter, params, k=k, progress=progress)
-    emb = mf.to_embeddings(train, seen=inter, figures={
+    emb = mf.to_embeddings(seen=inter, figures={
         "rating": rating_fig, "topn": topn_fig,
         "artifact": "trained on the training part of temporal_user_split(0.2) (the top-N model); seen = every "
                     "rating of the data set"})
@@ -242,10 +243,11 @@ def quickstart(
     dataset: str = typer.Option("ml-latest-small", "--dataset", help="MovieLens data set."),
     out: Path = typer.Option(Path("artifacts/quickstart"), "--out", help="Output folder: <out>/mf (Embeddings), "
                              "<out>/mf-hnsw and <out>/mf-ivf (indexes)."),
-    dim: int = typer.Option(64, "--dim", help="Latent factors of the MF model."),
+    factors: int | None = typer.Option(None, "--factors", help="Latent factors of the MF model (default 64)."),
     epochs: int = typer.Option(20, "--epochs", help="Maximum training epochs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the model (the splits use the protocol's seeds)."),
-    threads: int = typer.Option(1, "--threads", help="torch CPU threads while training."),
+    num_threads: int | None = typer.Option(None, "--num-threads", help="torch CPU threads while training (default 1: "
+                                           "the steps are too small for intra-op parallelism)."),
     user: str | None = typer.Option(None, "--user", help="User for the example recommendations (default: the "
                                     "first user id)."),
     ef: str = typer.Option("10,20,40,80,160", "--ef", help="hnswlib ef values of the recall/QPS table."),
@@ -253,11 +255,15 @@ def quickstart(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show per-epoch progress bars."),
     force: bool = force_option(),
     json_path: Path | None = json_option(),
+    dim: int | None = deprecated_option("--dim"),
+    threads: int | None = deprecated_option("--threads"),
 ) -> None:
     """Train MF on MovieLens, index it with HNSW and FAISS IVF, and report RMSE, Recall@10/NDCG@10 and recall/QPS."""
+    factors = resolve_deprecated(factors, dim, "--factors", "--dim") or 64
+    num_threads = resolve_deprecated(num_threads, threads, "--num-threads", "--threads") or 1
     check_quickstart_out(out, force=force)
     report = run_quickstart(dataset=dataset, data_dir=data_dir, out=out,
-                            params={"dim": dim, "epochs": epochs, "seed": seed, "threads": threads},
+                            params={"factors": factors, "epochs": epochs, "seed": seed, "num_threads": num_threads},
                             user=user, ef_values=tuple(_int_list(ef, "--ef")),
                             nprobe_values=tuple(_int_list(nprobe, "--nprobe")), progress=progress)
     write_json_report(json_path, report)
