@@ -57,7 +57,7 @@ def test_cli_edgelist_writes_artifact_and_json(clique_files, tmp_path):
     assert "genre_classification" in man["figures"] and man["graph"]["kind"] == "edgelist"
     fig = json.loads(js.read_text())
     assert fig["command"] == "train deepwalk" and fig["graph"]["edges"] == 57
-    assert 0.0 <= fig["genre_classification"]["micro_f1"] <= 1.0 and fig["out"] == str(out)
+    assert fig["genre_classification"] == man["figures"]["genre_classification"] and fig["out"] == str(out)
 
 
 def test_cli_bad_inputs(clique_files, tmp_path):
@@ -104,5 +104,6 @@ def test_cli_movielens_cooccurrence_and_topn(tmp_path):
     assert emb.manifest["dataset"] == "ml-latest-small" and len(emb.manifest["data_hash"]) == 64
     fig = json.loads(js.read_text())
     tn = fig["topn_item_to_item"]
-    assert tn["users"] == 610 and "recall@10" in tn and "popularity" in tn
+    # 10 picks from 9,724 movies find ~0.001 of a user's test items by chance
+    assert tn["users"] == 610 and tn["recall@10"] > 0.01 and "popularity" in tn
     assert {"micro_f1", "macro_f1"} <= set(fig["genre_classification"])

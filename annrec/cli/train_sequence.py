@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from annrec.cli.apps import app, console, json_option, train_app, write_json_report
+from annrec.cli.apps import (app, console, deprecated_option, json_option, resolve_deprecated, train_app,
+                             write_json_report)
 from annrec.cli.data_options import (DataDirOpt, DatasetOpt, DeviceOpt, ItemColOpt, NumThreadsOpt, RatingColOpt,
                                      RatingsOpt, TimestampColOpt, UserColOpt, deprecated_flag, hidden_option,
                                      load_training_data)
@@ -142,7 +143,8 @@ def _parse_timestamps(text: str | None) -> list[int] | None:
 @app.command("recommend-next")
 def recommend_next_cmd(
     item_ids: list[str] = typer.Argument(..., help="The sequence's item ids, oldest first."),
-    model: Path = typer.Option(..., "--model", help="Sequence Embeddings folder (annrec train sequence --out)."),
+    embeddings: Path | None = typer.Option(None, "--embeddings", help="Sequence Embeddings folder (annrec train "
+                                           "sequence --out)."),
     index_dir: Path | None = typer.Option(None, "--index", help="Index folder built from it (default: exact search)."),
     timestamps: str | None = typer.Option(None, "--timestamps", help="Unix seconds of each item, comma-separated."),
     now: int | None = typer.Option(None, "--now", help="Reference time of the recency feature (default: the last "
@@ -150,8 +152,10 @@ def recommend_next_cmd(
     k: int = typer.Option(10, "-k", "--k", help="How many items."),
     include_input: bool = typer.Option(False, "--include-input", help="Allow the sequence's own items in the answer."),
     json_path: Path | None = json_option(),
+    model: Path | None = deprecated_option("--model"),
 ) -> None:
     """Next-item recommendations after a sequence of items (maximum inner product search with its RNN state)."""
+    model = resolve_deprecated(embeddings, model, "--embeddings", "--model", required=True)
     from annrec.embeddings import Embeddings
     from annrec.index import load_index
     from annrec.recommend import Recommender
