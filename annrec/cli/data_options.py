@@ -34,6 +34,12 @@ TimestampColOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
     "order is time order; `train sequence` requires it).")]
 
 
+ItemsOpt = Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    "--items", help="Item metadata table (CSV/Parquet: an id column and any columns such as title, genres, year), "
+    "kept in the Embeddings so the CLI and the API show and filter on it.")]
+ItemsIdColOpt = Annotated[str, typer.Option("--items-id-col", help="Id column of --items.")]
+
+
 NumThreadsOpt = Annotated[Optional[int], typer.Option(  # noqa: UP045
     "--num-threads", min=1, help="CPU threads of the trainer (default: the machine's cores).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
@@ -55,12 +61,14 @@ def deprecated_flag(old_value: Any, old: str, new: str, value: Any) -> Any:
 
 def load_training_data(dataset: str, data_dir: Path | None, ratings: Path | None, user_col: str = "user_id",
                        item_col: str = "item_id", rating_col: str | None = None, timestamp_col: str | None = None,
-                       *, need_rating: str | None = None, need_timestamp: str | None = None):
+                       *, need_rating: str | None = None, need_timestamp: str | None = None,
+                       items: Path | None = None, items_id_col: str = "item_id"):
     """The interactions a ``train`` command fits: ``--ratings`` when given, else the MovieLens ``dataset``.
 
     Args:
         need_rating / need_timestamp: when set (the name of the command), a ``--ratings`` file must come with
             ``--rating-col`` / ``--timestamp-col``; the error says so and names the command.
+        items / items_id_col: an item metadata table to attach (:func:`attach_items`).
 
     Returns:
         :class:`annrec.data.Interactions`.
@@ -79,12 +87,45 @@ def load_training_data(dataset: str, data_dir: Path | None, ratings: Path | None
         if need_timestamp and timestamp_col is None:
             raise InputError(f"{need_timestamp} orders each user's events by time: pass --timestamp-col with the "
                              f"timestamp column of --ratings (seconds since the epoch or ISO-8601)")
-        return load_interactions(ratings, user_col=user_col, item_col=item_col, rating_col=rating_col,
-                                 timestamp_col=timestamp_col)
-    from annrec.data import load_movielens
+        inter = load_interactions(ratings, user_col=user_col, item_col=item_col, rating_col=rating_col,
+                                  timestamp_col=timestamp_col)
+    else:
+        from annrec.data import load_movielens
 
-    return load_movielens(dataset, data_dir=os.fspath(data_dir) if data_dir else None)
+        inter = load_movielens(dataset, data_dir=os.fspath(data_dir) if data_dir else None)
+    return attach_items(inter, items, items_id_col) if items is not None else inter
 
 
 __all__ = ["DatasetOpt", "DataDirOpt", "RatingsOpt", "UserColOpt", "ItemColOpt", "RatingColOpt", "TimestampColOpt",
            "NumThreadsOpt", "DeviceOpt", "hidden_option", "deprecated_flag", "load_training_data"]
+
+
+def attach_items(inter, path: Path, id_col: str = "item_id"):
+    """``inter`` with the item metadata of a CSV/Parquet table (every column; ``a|b|c`` genres become lists)
+    in place of its own, so every trainer writes it into the Embeddings' ``items.json``.
+
+    Raises:
+        DataNotFoundError / DataError: unreadable table. InputError: no such id column, repeated ids.
+    """
+    import dataclasses
+
+    from annrec.data.vectors import read_table
+
+    df = read_table(path)
+    if id_col not in df.columns:
+        raise InputError(f"{path} has no id column {id_col!r} (columns: {', '.join(map(str, df.columns[:20]))}): "
+                         f"name it with --items-id-col")
+    if df[id_col].duplicated().any():
+        raise InputError(f"{path}: item id {df[id_col][df[id_col].duplicated()].iloc[0]!r} appears more than once")
+    if inter.item_ids.dtype.kind in "iu":
+        try:
+            df[id_col] = df[id_col].astype("int64")
+        except (ValueError, TypeError):
+            raise InputError(f"{path}: column {id_col!r} must hold the integer item ids of the interactions") from None
+    else:
+        df[id_col] = df[id_col].astype(str)
+    if "genres" in df.columns:
+        df["genres"] = df["genres"].map(lambda v: [g for g in v.split("|") if g] if isinstance(v, str) else v)
+    df = df.set_index(id_col)
+    df.attrs["annrec_all_columns"] = True
+    return dataclasses.replace(inter, items=df)

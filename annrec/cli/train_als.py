@@ -9,9 +9,9 @@ from typing import Any
 import typer
 
 from annrec.cli.apps import console, json_option, train_app, write_json_report
-from annrec.cli.data_options import (DataDirOpt, DatasetOpt, DeviceOpt, ItemColOpt, NumThreadsOpt, RatingColOpt,
-                                     RatingsOpt, TimestampColOpt, UserColOpt, deprecated_flag, hidden_option,
-                                     load_training_data)
+from annrec.cli.data_options import (DataDirOpt, DatasetOpt, DeviceOpt, ItemColOpt, ItemsIdColOpt, ItemsOpt,
+                                     NumThreadsOpt, RatingColOpt, RatingsOpt, TimestampColOpt, UserColOpt,
+                                     deprecated_flag, hidden_option, load_training_data)
 from annrec.errors import InputError
 
 FIT_ON = ("all", "train")
@@ -100,6 +100,8 @@ def train_als(
     item_col: ItemColOpt = "item_id",
     rating_col: RatingColOpt = None,
     timestamp_col: TimestampColOpt = None,
+    items: ItemsOpt = None,
+    items_id_col: ItemsIdColOpt = "item_id",
     factors: int = typer.Option(32, "--factors", help="Latent dimension."),
     regularization: float = typer.Option(0.01, "--regularization", help="L2 regularisation lambda."),
     iterations: int = typer.Option(15, "--iterations", help="ALS sweeps."),
@@ -140,7 +142,8 @@ def train_als(
 
     ImplicitALS(**params)  # bad parameters fail before the data is loaded
     names = tuple(b.strip() for b in baselines.split(",") if b.strip())
-    inter = load_training_data(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col)
+    inter = load_training_data(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col,
+                               items=items, items_id_col=items_id_col)
     console.print(f"[bold]ALS[/] on {inter!r}")
     emb, report = run_train_als(inter, params, search=search, search_max_fits=search_max_fits,
                                 val_fraction=val_fraction, evaluate=evaluate, test_fraction=test_fraction, k=k,

@@ -19,16 +19,17 @@ from typing import Any
 import typer
 
 from annrec.cli.apps import console, json_option, train_app, write_json_report
-from annrec.cli.data_options import (DataDirOpt, DatasetOpt, DeviceOpt, ItemColOpt, NumThreadsOpt, RatingColOpt,
-                                     RatingsOpt, TimestampColOpt, UserColOpt, deprecated_flag, hidden_option,
-                                     load_training_data)
+from annrec.cli.data_options import (DataDirOpt, DatasetOpt, DeviceOpt, ItemColOpt, ItemsIdColOpt, ItemsOpt,
+                                     NumThreadsOpt, RatingColOpt, RatingsOpt, TimestampColOpt, UserColOpt,
+                                     deprecated_flag, hidden_option, load_training_data)
 from annrec.errors import InputError
 from annrec.eval.rating import rating_protocol
 from annrec.eval.topn import topn_protocol
 
 
 def load_ratings(dataset: str, data_dir: Path | None, ratings: Path | None, user_col: str, item_col: str,
-                 rating_col: str | None, timestamp_col: str | None):
+                 rating_col: str | None, timestamp_col: str | None, items: Path | None = None,
+                 items_id_col: str = "item_id"):
     """The ratings to train on: a MovieLens set, or a CSV/TSV/Parquet file with named columns.
 
     Raises:
@@ -36,7 +37,7 @@ def load_ratings(dataset: str, data_dir: Path | None, ratings: Path | None, user
         DataNotFoundError / DataError: from the loaders.
     """
     inter = load_training_data(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col,
-                               need_rating="matrix factorisation")
+                               need_rating="matrix factorisation", items=items, items_id_col=items_id_col)
     if inter.n_events and float(inter.rating.min()) == float(inter.rating.max()):
         raise InputError(f"every rating of {inter.name or 'the data'} is {float(inter.rating.min())}: matrix "
                          f"factorisation needs explicit ratings that vary (for implicit feedback use "
@@ -93,6 +94,8 @@ def train_mf(
     item_col: ItemColOpt = "item_id",
     rating_col: RatingColOpt = None,
     timestamp_col: TimestampColOpt = None,
+    items: ItemsOpt = None,
+    items_id_col: ItemsIdColOpt = "item_id",
     factors: int = typer.Option(64, "--factors", help="Latent factors (the vectors get one more: the item bias)."),
     dim: int | None = hidden_option("--dim"),
     epochs: int = typer.Option(20, "--epochs", help="Maximum epochs (early stopping may end sooner)."),
@@ -138,7 +141,7 @@ def train_mf(
                   num_threads=num_threads)
     params = MatrixFactorization(**params).get_params()  # validate before loading anything
     params["y_range"] = tuple(params["y_range"]) if isinstance(params["y_range"], list) else params["y_range"]
-    inter = load_ratings(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col)
+    inter = load_ratings(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col, items, items_id_col)
     console.print(f"mf on {inter.name}: {inter.n_events:,} ratings, {inter.n_users:,} users, "
                   f"{inter.n_items:,} items", highlight=False, markup=False)
     mf, train, rating_fig = rating_protocol(inter, params, test_fraction=test_fraction, split_seed=split_seed,

@@ -9,9 +9,9 @@ import typer
 
 from annrec.cli.apps import (app, console, deprecated_option, json_option, resolve_deprecated, train_app,
                              write_json_report)
-from annrec.cli.data_options import (DataDirOpt, DatasetOpt, DeviceOpt, ItemColOpt, NumThreadsOpt, RatingColOpt,
-                                     RatingsOpt, TimestampColOpt, UserColOpt, deprecated_flag, hidden_option,
-                                     load_training_data)
+from annrec.cli.data_options import (DataDirOpt, DatasetOpt, DeviceOpt, ItemColOpt, ItemsIdColOpt, ItemsOpt,
+                                     NumThreadsOpt, RatingColOpt, RatingsOpt, TimestampColOpt, UserColOpt,
+                                     deprecated_flag, hidden_option, load_training_data)
 from annrec.errors import InputError
 from annrec.train.sequence import SequenceConfig, SequenceTrainer
 
@@ -28,6 +28,8 @@ def train_sequence(
     item_col: ItemColOpt = "item_id",
     rating_col: RatingColOpt = None,
     timestamp_col: TimestampColOpt = None,
+    items: ItemsOpt = None,
+    items_id_col: ItemsIdColOpt = "item_id",
     cell: str = typer.Option(_D.cell, "--cell", help="Recurrent cell: gru or lstm."),
     layers: int = typer.Option(_D.layers, "--layers", help="Stacked RNN layers."),
     factors: int = typer.Option(_D.factors, "--factors", help="Hidden units of the RNN (query/item vectors have "
@@ -105,6 +107,7 @@ def train_sequence(
                               val_split=val_split, refit=refit, seed=seed, device=device,
                               num_threads=num_threads, show_progress=progress)
     data = load_training_data(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col,
+                              items=items, items_id_col=items_id_col,
                               need_timestamp="the sequence recommender")
     test = None
     if evaluate:

@@ -274,6 +274,8 @@ def item_metadata(items: Any, ids: np.ndarray) -> dict | None:
     """
     if items is None or len(items) == 0:
         return None
+    if items.attrs.get("annrec_all_columns"):  # a user's own table (--items): every column
+        return _all_columns(items, ids)
     cols = [c for c in ("title", "genres") if c in items.columns]
     if not cols:
         return None
@@ -314,3 +316,20 @@ def epoch_bar(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def _all_columns(items: Any, ids: np.ndarray) -> dict | None:
+    """Every non-missing column of a user's item table per id (numpy scalars as Python values)."""
+    import pandas as pd
+
+    keep = [i for i in np.asarray(ids).tolist() if i in items.index]
+    out: dict = {}
+    for key, rec in zip(keep, items.loc[keep].to_dict("records")):
+        meta = {}
+        for c, v in rec.items():
+            if isinstance(v, (list, tuple, np.ndarray)):
+                meta[str(c)] = [x.item() if isinstance(x, np.generic) else x for x in v]
+            elif v is not None and not (isinstance(v, float) and np.isnan(v)) and v is not pd.NaT:
+                meta[str(c)] = v.item() if isinstance(v, np.generic) else v
+        out[key] = meta
+    return out or None
