@@ -52,3 +52,14 @@ def test_a_missing_items_id_column_is_one_error(files, tmp_path, monkeypatch, ca
                            "--items", items, "--out", tmp_path / "x"], monkeypatch, capsys)
     assert code == 2 and "has no id column 'item_id'" in text and "--items-id-col" in text
     assert not (tmp_path / "x").exists()
+
+
+def test_a_split_without_timestamps_warns_and_the_report_records_it(files, tmp_path, monkeypatch, capsys):
+    _, csv, _ = files
+    report = tmp_path / "als.json"
+    code, text = run_main(["train", "als", "--ratings", csv, "--user-col", "user", "--item-col", "movie",
+                           "--iterations", "2", "--fit-on", "train", "--out", tmp_path / "als", "--json", report],
+                          monkeypatch, capsys)
+    assert code == 0, text
+    assert "warning:" in text and "order in the file" in text
+    assert any("order in the file" in w for w in json.loads(report.read_text())["warnings"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from annrec.cli.apps import app, console
+from annrec.cli.apps import RUN_WARNINGS, app, console
 
 # Each module adds its commands to the apps when imported.
 _COMMAND_MODULES = [
@@ -58,11 +58,19 @@ def main() -> None:
     def show_warning(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, FileOrderWarning):
             console.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+            RUN_WARNINGS.append(str(message))
         else:
             _default_showwarning(message, category, filename, lineno, file, line)
 
     _default_showwarning = warnings.showwarning
-    warnings.showwarning = show_warning
+    RUN_WARNINGS.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", FileOrderWarning)  # each run says it, not only the first in a process
+        warnings.showwarning = show_warning
+        _run(AnnrecError)
+
+
+def _run(AnnrecError) -> None:  # noqa: N803 - the exception class, imported lazily by main()
     try:
         result = app(standalone_mode=False)
     except AnnrecError as e:

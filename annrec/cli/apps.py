@@ -22,12 +22,19 @@ app.add_typer(index_app, name="index")
 app.add_typer(bench_app, name="bench")
 
 
+#: warnings the running command printed (e.g. a split that fell back to file order); every --json report
+#: records them under "warnings"
+RUN_WARNINGS: list[str] = []
+
+
 def write_json_report(path: Path | None, figures: dict[str, Any]) -> None:
-    """Write ``figures`` to ``path`` as JSON when ``--json PATH`` was given."""
+    """Write ``figures`` to ``path`` as JSON when ``--json PATH`` was given (with the run's warnings)."""
     if path is None:
         return
     from annrec._io import write_json
 
+    if RUN_WARNINGS:
+        figures = {**figures, "warnings": [*figures.get("warnings", []), *RUN_WARNINGS]}
     write_json(path, figures)
     console.print(f"figures written to {path}")
 
