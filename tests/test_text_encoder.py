@@ -55,7 +55,7 @@ def test_unknown_model_without_network_is_a_clear_error(monkeypatch, tmp_path, o
     else:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-        monkeypatch.setattr(textmod, "_hub_offline", lambda: False)
+        monkeypatch.setattr(textmod.model, "_hub_offline", lambda: False)
     t0 = time.perf_counter()
     with pytest.raises(DataNotFoundError) as ei:
         TextEncoder("sentence-transformers/no-such-model-annrec-test")
@@ -78,7 +78,7 @@ def test_missing_local_path_and_non_model_folder(tmp_path):
 def test_local_model_loads_without_network(monkeypatch, tmp_path, minilm_path):
     attempts = _no_network(monkeypatch, tmp_path)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(textmod, "_MODEL_CACHE", {})  # force a real load
+    monkeypatch.setattr(textmod.model, "_MODEL_CACHE", {})  # force a real load
     enc = TextEncoder("all-MiniLM-L6-v2", device="cpu", use_cache=False)
     assert enc.encode(["hello"]).shape == (1, 384)
     assert attempts == []  # not even tried
@@ -183,9 +183,9 @@ def test_failed_write_leaves_cache_unchanged(tmp_path):
 
 
 def test_interrupted_encoding_resumes_where_it_stopped(tmp_path, minilm_path, monkeypatch):
-    import annrec.train.text as text_mod
+    import annrec.train.text.cache as cache_mod
 
-    monkeypatch.setattr(text_mod, "CACHE_CHUNK", 4)
+    monkeypatch.setattr(cache_mod, "CACHE_CHUNK", 4)
     texts = [f"Movie number {i} ({1990 + i}). Tags: tag{i}" for i in range(12)]
     enc = TextEncoder(minilm_path, device="cpu", cache_dir=tmp_path, batch_size=2)
     real = enc._encode_raw
