@@ -12,6 +12,7 @@ per tick (:class:`RayShard`; at most ``batch_wait_ms`` of waiting, at most ``max
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -29,13 +30,19 @@ class ShardUnavailableError(AnnrecError):
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, temp_dir: str | None = None) -> None:
-    """Start or join Ray once: ``address=None`` starts a local Ray (dashboard off, temporary files under
-    ``temp_dir`` or ``$ANNREC_RAY_TMP``); otherwise join the cluster at ``address`` (``"auto"``, ``ray://…``)."""
+    """Start or join Ray once: ``address=None`` starts a local Ray on 127.0.0.1 (dashboard off, temporary files
+    under ``temp_dir`` or ``$ANNREC_RAY_TMP``); otherwise join the cluster at ``address`` (``"auto"``, ``ray://…``)."""
+    if address is None:  # Ray's single-machine mode: every Ray process talks over 127.0.0.1 only
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
         return
     if address is None:
+        with contextlib.suppress(ImportError, AttributeError):  # ray imported before the variable was set
+            import ray._private.ray_constants as ray_constants
+
+            ray_constants.ENABLE_RAY_CLUSTER = False
         tmp = temp_dir or os.environ.get("ANNREC_RAY_TMP")
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                  _temp_dir=tmp, configure_logging=False)
