@@ -9,7 +9,6 @@ test images as queries, exact neighbours by brute force; single-query search on 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -49,8 +48,9 @@ def main() -> None:
                   f"{qps:7.0f} QPS")
     out["load_average_after"] = os.getloadavg()
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        from annrec._io import write_json
+
+        write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ search; QPS single-threaded one query at a time, filtered and unfiltered side by
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -65,8 +64,9 @@ def main() -> None:
               f"unfiltered {row['unfiltered_qps']:6d} q/s  ({row['ratio']:.2f}x)")
     out["load_average_after"] = os.getloadavg()
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        from annrec._io import write_json
+
+        write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ gets one call per batch) and one query at a time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -77,8 +76,9 @@ def main() -> None:
         ray.shutdown()
     out["load_average_after"] = os.getloadavg()
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        from annrec._io import write_json
+
+        write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import time
@@ -104,8 +103,9 @@ def main() -> None:
     print(f"{len(users)} users, mean {out['mean_seen']:.0f} seen items, k={k}, load average "
           f"{out['load_average'][0]:.2f} -> {out['load_average_after'][0]:.2f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        from annrec._io import write_json
+
+        write_json(args.json, out)
 
 
 if __name__ == "__main__":
