@@ -49,6 +49,13 @@ class Recommendation:
                        stacklevel=2)
         return self.metadata
 
+    def to_dict(self, include_metadata: bool = True) -> dict[str, Any]:
+        """The HTTP/JSON form of a hit: ``{"id", "score", "metadata"}``."""
+        out: dict[str, Any] = {"id": self.item_id, "score": self.score}
+        if include_metadata:
+            out["metadata"] = self.metadata
+        return out
+
 
 def encode_with(encoder: Any, *args: Any) -> tuple[np.ndarray, list[str]]:
     """Call a query encoder (``.encode(...)`` if it has one, else the callable itself).
@@ -115,6 +122,11 @@ class Recommender:
                              f"{len(embeddings.queries)} users and {len(embeddings)} items")
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def has_users(self) -> bool:
+        """True when the embeddings carry user (query) vectors, so :meth:`recommend` can answer."""
+        return self.embeddings is not None and self.embeddings.queries is not None
+
     def metadata(self, item_id) -> dict[str, Any] | None:
         """An item's metadata: the index's (written by upserts) first, then the embeddings'."""
         m = self.index.items.get(item_id)
