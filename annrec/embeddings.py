@@ -215,7 +215,7 @@ class Embeddings:
                    items=items, manifest=manifest, extra=extra, seen=seen)
 
 
-def read_manifest(path: str | os.PathLike, kind: str) -> dict[str, Any]:
+def read_manifest(path: str | os.PathLike, kind: str, max_version: int | None = None) -> dict[str, Any]:
     """Read ``manifest.json`` from an artifact folder and check its kind and format version.
 
     Raises:
@@ -236,9 +236,10 @@ def read_manifest(path: str | os.PathLike, kind: str) -> dict[str, Any]:
     if manifest.get("kind") != kind:
         raise ArtifactError(f"{path} holds a {manifest.get('kind')!r} artifact, not {kind!r}: "
                             f"pass the right folder")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+    top = FORMAT_VERSION if max_version is None else max_version
+    if int(manifest.get("format_version", 0)) > top:
         raise ArtifactError(f"{path} was written in format version {manifest['format_version']}, newer than "
-                            f"this annrec understands ({FORMAT_VERSION}): upgrade annrec")
+                            f"this annrec understands ({top}): upgrade annrec")
     return manifest
 
 

@@ -184,10 +184,13 @@ def test_bad_input(emb_dir, hnsw_dir, tmp_path, monkeypatch, capsys):
 
     wrong = tmp_path / "wrong"
     shutil.copytree(hnsw_dir, wrong)
-    manifest = json.loads((wrong / "manifest.json").read_text())
-    (wrong / "manifest.json").write_text(json.dumps({**manifest, "backend": "faiss"}))
+    from annrec.index.storage import snapshot_folder
+
+    snap = snapshot_folder(wrong)
+    manifest = json.loads((snap / "manifest.json").read_text())
+    (snap / "manifest.json").write_text(json.dumps({**manifest, "backend": "faiss"}))
     fails(["index", "query", "--index", wrong, "--item", "1"], "is corrupt", "rebuild it")
-    (wrong / "manifest.json").write_text(json.dumps({**manifest, "backend": "annoy"}))
+    (snap / "manifest.json").write_text(json.dumps({**manifest, "backend": "annoy"}))
     fails(["index", "query", "--index", wrong, "--item", "1"], "backend 'annoy'")
     (wrong / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
     fails(["index", "query", "--index", wrong, "--item", "1"], "newer than")

@@ -9,6 +9,7 @@ import pytest
 
 from annrec.errors import ArtifactError
 from annrec.index import build_index, load_index
+from annrec.index.storage import snapshot_folder
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(100, 8)).astype(np.float32)
@@ -20,7 +21,8 @@ def folder(request, tmp_path):
     return index.save(tmp_path / request.param)
 
 
-def _cut_ids(path, n):
+def _cut_ids(folder, n):
+    path = snapshot_folder(folder)
     ids = json.loads((path / "ids.json").read_text())[:n]
     (path / "ids.json").write_text(json.dumps(ids))
     np.save(path / "deleted.npy", np.zeros(n, dtype=bool))
@@ -37,29 +39,29 @@ def test_backend_file_with_more_elements_than_ids(folder):
 
 
 def test_ids_cut_shorter_than_vectors(folder):
-    ids = json.loads((folder / "ids.json").read_text())[:95]
-    (folder / "ids.json").write_text(json.dumps(ids))
+    ids = json.loads((snapshot_folder(folder) / "ids.json").read_text())[:95]
+    (snapshot_folder(folder) / "ids.json").write_text(json.dumps(ids))
     with pytest.raises(ArtifactError, match="deleted.npy has 100 marks for 95 ids"):
         load_index(folder)
 
 
 def test_vectors_of_another_dimension(folder):
-    np.save(folder / "vectors.npy", np.zeros((100, 7), dtype=np.float32))
+    np.save(snapshot_folder(folder) / "vectors.npy", np.zeros((100, 7), dtype=np.float32))
     with pytest.raises(ArtifactError, match=r"vectors.npy has shape \(100, 7\) but the manifest says dim 8"):
         load_index(folder)
 
 
 def test_items_json_that_is_not_json(folder):
-    (folder / "items.json").write_text("{not json")
+    (snapshot_folder(folder) / "items.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="items.json is not valid item metadata"):
         load_index(folder)
 
 
 def test_faiss_metric_changed_in_the_manifest(tmp_path):
     path = build_index(X, np.arange(100), "l2", backend="faiss").save(tmp_path / "f")
-    m = json.loads((path / "manifest.json").read_text())
+    m = json.loads((snapshot_folder(path) / "manifest.json").read_text())
     m["metric"] = "ip"
-    (path / "manifest.json").write_text(json.dumps(m))
+    (snapshot_folder(path) / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ArtifactError, match="another FAISS metric"):
         load_index(path)
 

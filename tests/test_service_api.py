@@ -420,7 +420,7 @@ def test_upsert_search_delete_persisted(writable):
         {"id": 777777, "vector": v.tolist(), "metadata": {"title": "Brand new"}},
         {"id": 1001, "vector": (-v).tolist()}]})
     assert r.status_code == 200, r.text
-    assert r.json() == {"index": "mf-hnsw", "upserted": 2, "count": N_ITEMS + 1, "persisted": True}
+    assert r.json() == {"index": "mf-hnsw", "upserted": 2, "count": N_ITEMS + 1, "persisted": True, "seq": 2}
     hits = _search(c, {"vector": v.tolist(), "k": 1}).json()["hits"]
     assert hits[0]["id"] == 777777 and hits[0]["metadata"] == {"title": "Brand new"}
     assert c.get("/v1/indexes/mf-hnsw/items/777777", headers=RH).json()["metadata"] == {"title": "Brand new"}
@@ -481,20 +481,24 @@ def test_reload_picks_up_new_artifacts_and_keeps_old_on_failure(writable):
     assert _search(c, {"vector": x[3].tolist(), "k": 1}, index="extra-flat").status_code == 200
 
 
-def test_async_persistence_saves_in_background(tmp_path):
-    import time
+def test_async_persistence_commits_without_fsync_and_snapshots_at_shut_down(tmp_path):
+    from annrec.index import storage
+    from annrec.index.wal import WriteLog
 
     d = make_model_dir(tmp_path / "m", with_text=False, with_sequence=False)
-    app = create_app(load_settings(model_dir=d, admin_key=ADMIN_KEY, persist="async", save_delay_s=0.05))
+    before = storage.current_name(d / "mf-ivf")
+    app = create_app(load_settings(model_dir=d, admin_key=ADMIN_KEY, persist="async"))
     with TestClient(app) as c:
         r = c.put("/v1/indexes/mf-ivf/items", headers=AH, json={"items": [{"id": 5, "vector": [1.0] * DIM}]})
-        assert r.status_code == 200
-        deadline = time.monotonic() + 10
-        while 5 not in load_index(d / "mf-ivf") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert 5 in load_index(d / "mf-ivf")
-        c.delete("/v1/indexes/mf-ivf/items/5", headers=AH)
-    assert 5 not in load_index(d / "mf-ivf")  # flushed at shut-down
+        assert r.status_code == 200 and r.json()["persisted"] is False and r.json()["seq"] == 1
+        assert 5 in load_index(d / "mf-ivf")  # committed to the log: a load replays it
+        assert storage.current_name(d / "mf-ivf") == before  # no snapshot yet (10,000 writes or 60 s)
+        assert c.delete("/v1/indexes/mf-ivf/items/5", headers=AH).json()["seq"] == 2
+    # shut-down wrote a snapshot holding both writes and trimmed the log
+    after = storage.current_name(d / "mf-ivf")
+    assert after != before and after.startswith("snapshot-000000000002-")
+    assert WriteLog(d / "mf-ivf").count() == 0
+    assert 5 not in load_index(d / "mf-ivf") and len(load_index(d / "mf-ivf")) == N_ITEMS
 
 
 # ----------------------------------------------------------------------------- metrics and schema

@@ -166,25 +166,48 @@ def test_a_failing_encoder_is_reported_not_fatal(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- persistence
-def test_failed_save_is_a_503_and_is_retried(tmp_path):
+def test_failed_commit_is_a_503_and_changes_nothing(tmp_path):
+    import sqlite3
+
     d = make_model_dir(tmp_path / "m", with_text=False, with_sequence=False)
     app = create_app(load_settings(model_dir=d, admin_key=ADMIN_KEY))
     with TestClient(app) as c:
-        srv = app.state.registry.get("mf-ivf")
-        real_save = srv.index.save
-        srv.index.save = lambda path: (_ for _ in ()).throw(OSError(28, "No space left on device"))
-        r = c.put("/v1/indexes/mf-ivf/items", headers=AH, json={"items": [{"id": 1, "vector": [0.1] * DIM}]})
-        assert r.status_code == 503 and "No space left" in r.json()["message"]
-        r = c.post("/v1/admin/reload", headers=AH)  # refuses: the pending write would be lost
-        assert r.status_code == 409 and "could not be saved" in r.json()["message"]
-        srv.index.save = real_save
+        log = app.state.registry.get("mf-ivf").store.log
+        real_insert = log.insert
+        log.insert = lambda rows: (_ for _ in ()).throw(sqlite3.OperationalError("database or disk is full"))
+        r = c.put("/v1/indexes/mf-ivf/items", headers=AH, json={"items": [{"id": 10**6, "vector": [0.1] * DIM}]})
+        assert r.status_code == 503 and "disk is full" in r.json()["message"] and "nothing was changed" in \
+            r.json()["message"]
+        assert c.get(f"/v1/indexes/mf-ivf/items/{10**6}", headers=AH).status_code == 404  # never visible
+        log.insert = real_insert
         r = c.put("/v1/indexes/mf-ivf/items", headers=AH, json={"items": [{"id": 2, "vector": [0.1] * DIM}]})
-        assert r.status_code == 200 and r.json()["persisted"]
-        assert 'annrec_index_save_failures_total{index="mf-ivf"}' in c.get("/metrics", headers=AH).text
+        assert r.status_code == 200 and r.json()["persisted"] and r.json()["seq"] == 1
     from annrec.index import load_index
 
     idx = load_index(d / "mf-ivf")
-    assert 1 in idx and 2 in idx
+    assert 10**6 not in idx and np.allclose(idx.get_vector(2), 0.1)
+
+
+def test_failed_snapshot_loses_nothing_and_is_counted(tmp_path, monkeypatch):
+    from annrec.index import load_index, storage
+
+    d = make_model_dir(tmp_path / "m", with_text=False, with_sequence=False)
+    before = storage.current_name(d / "mf-ivf")
+    app = create_app(load_settings(model_dir=d, admin_key=ADMIN_KEY))
+    with TestClient(app) as c:
+        store = app.state.registry.get("mf-ivf").store
+        r = c.put("/v1/indexes/mf-ivf/items", headers=AH, json={"items": [{"id": 3, "vector": [0.2] * DIM}]})
+        assert r.status_code == 200
+        monkeypatch.setattr(storage, "new_snapshot", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
+        assert store.snapshot() is False  # the forked writer fails: reported, retried later
+        assert "exited with status 1" in c.get("/v1/indexes/mf-ivf", headers=AH).json()["storage"]["snapshot_error"]
+        assert 'annrec_index_snapshot_failures_total{index="mf-ivf"} 1.0' in c.get("/metrics", headers=AH).text
+        assert storage.current_name(d / "mf-ivf") == before
+        assert np.allclose(load_index(d / "mf-ivf").get_vector(3), 0.2)  # in the log: a restart replays it
+        monkeypatch.undo()
+        assert store.snapshot() is True
+        assert c.get("/v1/indexes/mf-ivf", headers=AH).json()["storage"]["snapshot_seq"] == 1
+    assert storage.current_name(d / "mf-ivf").startswith("snapshot-000000000001-")
 
 
 def test_default_index_setting_picks_the_recommender(tmp_path):

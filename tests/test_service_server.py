@@ -101,7 +101,7 @@ def test_searches_stay_correct_during_upserts_deletes_and_reloads(tmp_path, inde
     queries = e.queries[:10]
     expected = [_exact(e, q, 5) for q in queries]
     app = create_app(load_settings(model_dir=d, read_key=READ_KEY, admin_key=ADMIN_KEY, persist="async",
-                                   save_delay_s=0.05))
+                                   snapshot_every_writes=5))
     # new items are tiny vectors (inner products near 0, far below every true top-5 score), so the right
     # answers do not change; the first 1,200 outgrow the spare capacity reserved at load (10 % + 1,024), so
     # hnswlib also runs resize_index while the searches go on
@@ -176,13 +176,11 @@ def test_serve_refuses_to_start_without_keys_and_warns_without_auth(tmp_path, mo
     assert p.proc.wait(60) == 2 and "is not a folder" in p.stop()
 
 
-def test_workers_2_serve_read_only(tmp_path):
+def test_workers_2_accept_writes_and_apply_each_others(tmp_path):
     d = make_model_dir(tmp_path / "m", with_text=False, with_sequence=False)
     with ServerProcess(d, "--workers", "2") as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.post("/v1/indexes/mf-ivf/search", headers=RH, json={"vector": [0.1] * DIM}).status_code == 200
-        r = c.put("/v1/indexes/mf-ivf/items", headers=AH, json={"items": [{"id": 5, "vector": [0.1] * DIM}]})
-        assert r.status_code == 422 and "--workers 1" in r.json()["message"]
-        assert not any(i["writable"] for i in c.get("/v1/indexes", headers=RH).json()["indexes"])
+        assert all(i["writable"] for i in c.get("/v1/indexes", headers=RH).json()["indexes"] if i["name"] != "seq")
 
         def generations() -> dict[int, int]:  # worker pid -> generation; fresh connections reach either worker
             seen = {}
@@ -195,6 +193,29 @@ def test_workers_2_serve_read_only(tmp_path):
         deadline = time.monotonic() + 30
         while len(generations()) < 2 and time.monotonic() < deadline:  # both workers up
             time.sleep(0.2)
+        # writes through fresh connections land on both workers; each worker applies the others' from the log
+        writers = set()
+        for i in range(12):
+            with httpx.Client(base_url=srv.url, timeout=30) as fresh:
+                r = fresh.put("/v1/indexes/mf-ivf/items", headers=AH,
+                              json={"items": [{"id": 900_000 + i, "vector": [float(i)] * DIM}]})
+                assert r.status_code == 200, r.text
+                writers.add(fresh.get("/ready").json()["worker"])
+        with httpx.Client(base_url=srv.url, timeout=30) as fresh:
+            assert fresh.delete("/v1/indexes/mf-ivf/items/900000", headers=AH).status_code == 200
+        seen_all: dict[int, bool] = {}
+        while time.monotonic() < deadline + 30:  # within reload_poll_s (0.5 s) every worker has every write
+            for _ in range(8):
+                with httpx.Client(base_url=srv.url, timeout=30) as fresh:
+                    worker = fresh.get("/ready").json()["worker"]
+                    ok = fresh.get("/v1/indexes/mf-ivf/items/900000", headers=RH).status_code == 404 and all(
+                        fresh.get(f"/v1/indexes/mf-ivf/items/{900_000 + i}", headers=RH).status_code == 200
+                        for i in range(1, 12))
+                    seen_all[worker] = seen_all.get(worker, False) or ok
+            if len(seen_all) == 2 and all(seen_all.values()):
+                break
+            time.sleep(0.2)
+        assert len(seen_all) == 2 and all(seen_all.values()), seen_all
         r = c.post("/v1/admin/reload", headers=AH)
         assert r.status_code == 200 and r.json()["generation"] == 2
         seen = {}

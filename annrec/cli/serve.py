@@ -75,7 +75,7 @@ def serve(
     if settings.insecure_no_auth:
         err_console.print("[bold yellow]WARNING:[/] serving WITHOUT authentication (--insecure-no-auth): anyone "
                           f"who can reach {settings.host}:{settings.port} can read"
-                          + ("" if settings.read_only else ", change and reload the indexes"), highlight=False)
+                          + (", change and reload the indexes"), highlight=False)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.insecure_no_auth:
         err_console.print(f"[bold red]WARNING:[/] listening on {settings.host} without authentication",
                           highlight=False)
@@ -89,7 +89,7 @@ def serve(
     os.environ[SETTINGS_ENV] = settings.to_env_json()
     console.print(f"annrec serve: {len(found.indexes)} index(es), {len(found.embeddings)} embeddings under "
                   f"{settings.model_dir}; http://{settings.host}:{settings.port} (docs at /docs), "
-                  f"{settings.workers} worker(s)" + (", read-only" if settings.read_only else ""), highlight=False)
+                  f"{settings.workers} worker(s)", highlight=False)
     kwargs = {}
     for mod, key, value in (("httptools", "http", "httptools"), ("uvloop", "loop", "uvloop")):
         try:

@@ -51,7 +51,10 @@ def load_index(path: str | os.PathLike, backend: str = "local", **shard_options:
         kind = None
     if kind == SHARDED_KIND:
         return load_sharded(path, backend, **shard_options)
-    manifest = read_manifest(Path(path), KIND)
+    from annrec.index.storage import FORMAT_VERSION as VERSIONED, snapshot_folder
+
+    read_manifest(Path(path), KIND, max_version=VERSIONED)
+    manifest = read_manifest(snapshot_folder(path), KIND)
     index_backend = manifest.get("backend")
     if index_backend not in BACKENDS:
         raise ArtifactError(f"{path} was built with backend {index_backend!r}, which this annrec does not have "

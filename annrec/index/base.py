@@ -10,7 +10,9 @@ returns squared Euclidean distances (lower is better) — the same numbers FAISS
 slot that could not be filled (fewer than ``k`` items allowed) holds id ``-1`` (integer ids) or
 ``None`` (string ids) and score ``nan``.
 
-The folder format is in :mod:`annrec.index.folder`. Written with :func:`annrec._io.atomic_dir`: a crash during ``save`` leaves the previous folder intact.
+The files of an index are in :mod:`annrec.index.folder`; :mod:`annrec.index.storage` keeps them as versioned
+snapshots named by a pointer file, with a write-ahead log (:mod:`annrec.index.wal`) of the writes since:
+a crash during ``save`` leaves the previous snapshot current.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ class Index(ABC):
         self._generation = 0  # bumped by every change of the id -> label map (see labels_of)
         self._lookup: tuple[int, np.ndarray | None] | None = None
         self.build_seconds: float | None = None
+        self.snapshot_seq = 0  # the last write-ahead-log entry the loaded snapshot holds
+        self.applied_seq = 0   # the last log entry applied to this index (snapshot + replay)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -452,9 +456,9 @@ class Index(ABC):
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": library_versions()}
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
-        """Write the index folder atomically (temporary folder + rename); returns its path
-        (:func:`annrec.index.folder.write_folder`; an existing folder is replaced only when it is an index
-        artifact, or moved aside with ``force``).
+        """Write the index folder; returns its path (:func:`annrec.index.storage.save`: a new folder is written
+        whole and renamed into place; an existing index folder gets a new current snapshot, so it is never
+        without a complete index; any other folder is refused, or moved aside with ``force``).
 
         Raises:
             InputError: ``path`` is a file or a folder that is not an index artifact (without ``force``).
@@ -465,7 +469,8 @@ class Index(ABC):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Index:
-        """Read an index folder written by :meth:`save` (:func:`annrec.index.folder.read_folder`).
+        """Read an index folder written by :meth:`save`: its current snapshot, then the write-ahead-log entries
+        after it (:func:`annrec.index.folder.read_folder`).
 
         Raises:
             DataNotFoundError: no such folder.

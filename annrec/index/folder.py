@@ -1,8 +1,9 @@
-"""The index folder on disk: written atomically, read back with every consistency check.
+"""The index files on disk, read back with every consistency check.
 
-Folder format (``docs/design.md``, "Artifacts")::
+The files of one snapshot (:mod:`annrec.index.storage` keeps versioned snapshots and the write-ahead log
+around them; a folder of these files alone is the earlier flat format, which still loads)::
 
-    manifest.json   kind "annrec.index", format_version, backend, metric, dim, count, params, source
+    manifest.json   kind "annrec.index", format_version, backend, metric, dim, count, params, source, seq
     index.faiss | index.hnsw   the backend's own file (faiss.write_index / hnswlib save_index)
     ids.json        external id of every label (deleted ones included)
     deleted.npy     bool (n_labels,) deletion marks
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from annrec._io import atomic_dir, write_json
+from annrec._io import write_json
 from annrec._validate import normalize_ids
 from annrec.embeddings import read_manifest
 from annrec.errors import ArtifactError
@@ -30,22 +31,32 @@ KIND = "annrec.index"
 
 
 def write_folder(index: Index, path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Write ``index`` to the folder ``path`` atomically (temporary folder + rename); returns the path.
+    """Write ``index`` to the index folder ``path`` (:func:`annrec.index.storage.save`: a new folder is written
+    whole and renamed into place; an existing index folder gets a new snapshot and a pointer switch); returns
+    the path.
 
     Raises:
         InputError: ``path`` is a file or a folder that is not an index artifact (unless ``force``, which moves
             that folder aside; see :func:`annrec._io.check_output_dir`).
     """
-    path = Path(path)
-    with index._write_lock, atomic_dir(path, KIND, force=force) as tmp:
-        index._backend_save(tmp / index.file_name)
-        write_json(tmp / "ids.json", index._ext.tolist())
-        np.save(tmp / "deleted.npy", index._deleted)
-        np.save(tmp / "vectors.npy", index._vectors)
-        if index.items:
-            write_json(tmp / "items.json", {str(k): v for k, v in index.items.items()})
-        write_json(tmp / "manifest.json", index.manifest())
-    return path
+    from annrec.index.storage import save
+
+    return save(index, path, force=force)
+
+
+def write_files(index: Index, folder: Path, *, seq: int = 0) -> None:
+    """Write the files of the flat format (module docstring) into the existing ``folder``; the manifest records
+    ``seq``, the last write-ahead-log entry the files hold. The caller holds ``index._write_lock`` (or works on a
+    frozen copy of the process) and fsyncs."""
+    index._backend_save(folder / index.file_name)
+    write_json(folder / "ids.json", index._ext.tolist())
+    np.save(folder / "deleted.npy", index._deleted)
+    np.save(folder / "vectors.npy", index._vectors)
+    if index.items:
+        write_json(folder / "items.json", {str(k): v for k, v in index.items.items()})
+    manifest = index.manifest()
+    manifest["seq"] = int(seq)
+    write_json(folder / "manifest.json", manifest)
 
 
 def read_folder(cls: type[Index], path: str | os.PathLike) -> Index:
@@ -57,7 +68,26 @@ def read_folder(cls: type[Index], path: str | os.PathLike) -> Index:
     """
     import json
 
-    path = Path(path)
+    from annrec.index import storage, wal
+
+    top = Path(path)
+    with storage.reading(top) if (top / storage.CURRENT).exists() else _nothing():
+        path = storage.snapshot_folder(top)
+        index = _read_files(cls, path)
+    index.snapshot_seq = int(index._manifest_seq)
+    index.applied_seq = wal.replay(index, top, index.snapshot_seq)
+    return index
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _read_files(cls: type[Index], path: Path) -> Index:
+    import json
+
     manifest = read_manifest(path, KIND)
     if manifest.get("backend") != cls.backend:
         raise ArtifactError(f"{path} holds a {manifest.get('backend')!r} index, not a {cls.backend!r} one: "
@@ -107,6 +137,7 @@ def read_folder(cls: type[Index], path: str | os.PathLike) -> Index:
         index.items = {(int(k) if int_ids else k): v for k, v in raw.items()}
     index.source = manifest.get("source", {})
     index.build_seconds = manifest.get("build_seconds")
+    index._manifest_seq = int(manifest.get("seq", 0))
     return index
 
 

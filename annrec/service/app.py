@@ -40,7 +40,7 @@ def _log_start(settings: ServiceSettings, reg: Registry) -> None:
     if settings.insecure_no_auth:
         log.warning("annrec serve is running WITHOUT authentication (--insecure-no-auth): anyone who can reach "
                     "%s:%s can read%s", settings.host, settings.port,
-                    "" if settings.read_only else ", change and reload the indexes")
+                    ", change and reload the indexes")
     snap = reg.snapshot
     for line in snap.errors:
         log.info("not served: %s", line)
@@ -50,7 +50,7 @@ def _log_start(settings: ServiceSettings, reg: Registry) -> None:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI):
-    """Load the artifacts (unless a loaded registry was given), serve, then save pending writes."""
+    """Load the artifacts (unless a loaded registry was given), serve, then snapshot the indexes with logged writes."""
     settings: ServiceSettings = app.state.settings
     reg: Registry = app.state.registry
     app.state.search_limiter = anyio.CapacityLimiter(settings.max_concurrent_searches)

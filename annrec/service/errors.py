@@ -5,7 +5,7 @@ index, item or user (:class:`~annrec.errors.UnknownIdError`); 405; 409 a write o
 be done now (:class:`~annrec.errors.ArtifactError`, :class:`~annrec.errors.DataNotFoundError`); 413
 body too large (answered by :class:`~annrec.service.middleware.ServiceMiddleware`); 422 invalid values
 (:class:`~annrec.errors.InputError`, request validation); 503 a write applied but not saved
-(:class:`~annrec.service.persist.PersistError`). A 500 says only "internal error"; the traceback goes
+(:class:`~annrec.service.storage.PersistError`). A 500 says only "internal error"; the traceback goes
 to the server log, never to the client.
 """
 
@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from annrec.errors import AnnrecError, ArtifactError, DataNotFoundError, UnknownIdError
 from annrec.service import schemas as S
-from annrec.service.persist import PersistError
+from annrec.service.storage import PersistError
 
 log = logging.getLogger("annrec.service")
 

@@ -8,7 +8,7 @@ Exposed at ``GET /metrics`` in the Prometheus text format:
 * ``annrec_http_requests_in_progress``;
 * ``annrec_index_items{index,backend}``, ``annrec_index_dim{index}``, ``annrec_index_memory_bytes{index}``
   (read at scrape time), ``annrec_registry_generation``;
-* ``annrec_index_writes_total{index,op}``, ``annrec_index_save_seconds{index}``, ``annrec_index_save_failures_total``,
+* ``annrec_index_writes_total{index,op}``, ``annrec_index_snapshot_seconds{index}``, ``annrec_index_snapshot_failures_total``,
   ``annrec_reloads_total{result}``.
 
 With ``--workers N`` > 1 each worker process keeps its own figures; the answering worker's are shown.
@@ -62,9 +62,11 @@ class ServiceMetrics:
                                  ["method", "route"], buckets=LATENCY_BUCKETS, registry=r)
         self.in_progress = Gauge("annrec_http_requests_in_progress", "Requests being answered now", registry=r)
         self.writes = Counter("annrec_index_writes_total", "Items upserted or deleted", ["index", "op"], registry=r)
-        self.saves = Histogram("annrec_index_save_seconds", "Time to save an index folder after writes", ["index"],
+        self.saves = Histogram("annrec_index_snapshot_seconds", "Time to write a snapshot of an index (background)",
+                               ["index"],
                                buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
-        self.save_failures = Counter("annrec_index_save_failures_total", "Failed index saves", ["index"], registry=r)
+        self.save_failures = Counter("annrec_index_snapshot_failures_total", "Failed snapshots (the log keeps the writes)",
+                                     ["index"], registry=r)
         self.reloads = Counter("annrec_reloads_total", "Admin reloads", ["result"], registry=r)
         r.register(_IndexCollector(snapshot))
         self._children: dict[tuple[str, str], tuple] = {}

@@ -17,15 +17,18 @@ Concurrency (see ``docs/service.md``):
   never disturbs requests in flight;
 * searches hold the index's :class:`~annrec.service.rwlock.RWLock` in shared mode (no global lock);
   an upsert/delete holds it exclusively only while it mutates the index;
-* writers and the saver also hold the index's ``mutation`` lock, so a save never sees a half-applied
-  write and searches go on while the folder is written;
-* a reload takes every ``mutation`` lock, saves pending writes, loads, swaps and retires the old
-  snapshot; writers that waited on a retired index retry on the new one, so no write is lost.
+* writes go through the index's :class:`~annrec.service.storage.IndexStore`: logged and committed to the
+  write-ahead log first, then applied in memory (the readers-writer lock held exclusively for the apply
+  alone); snapshots are written in the background by a forked child;
+* a reload takes every store's commit lock, loads every folder anew (snapshot + log replay, so every
+  committed write is there), swaps and retires the old stores; writers that waited on a retired store
+  retry on the new one, so no write is lost.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -40,8 +43,9 @@ from annrec.index import Index, build_index, load_index
 from annrec.recommend import Recommender, encode_with
 from annrec.service.discovery import (ENCODER_KINDS, ENCODER_MODULES, NAME_RE, Discovered, discover,
                                       load_encoder, query_encoder, register_query_encoder)
-from annrec.service.persist import Persister, PersistError, reserve_capacity
+from annrec.index import storage as index_storage
 from annrec.service.rwlock import RWLock
+from annrec.service.storage import IndexStore, PersistError, StoreRetired, Write, reserve_capacity
 
 log = logging.getLogger("annrec.service")
 
@@ -63,8 +67,8 @@ class ServedIndex:
             serves the index alone (no metadata from the embeddings, no users, no encoder) and
             ``recommender_error`` says why.
         embeddings / encoder / encoder_kind: what the recommender serves (``None`` when dropped).
-        rw: readers-writer lock (searches shared, mutations exclusive).
-        mutation: held by writers and by the saver; a reload takes it to quiesce writes.
+        rw: readers-writer lock (searches shared, applying committed writes exclusive).
+        store: the :class:`~annrec.service.storage.IndexStore` of a writable index (``None``: read-only).
     """
 
     def __init__(self, name: str, index: Index, path: Path | None, embeddings: Embeddings | None = None,
@@ -91,13 +95,10 @@ class ServedIndex:
         self.encoder: Any = self.recommender.encoder
         self.encoder_kind: str | None = kind
         self.rw = RWLock()
-        self.mutation = threading.Lock()
         self.retired = False
-        self.writable = path is not None  # the registry clears it when the server is read-only
-        self.persister: Persister | None = None
+        self.writable = path is not None
+        self.store: IndexStore | None = None
         self.loaded_at = time.time()
-        self.version = 0   # writes applied since load
-        self.saved_version = 0
         self._int_ids = index._ext.dtype.kind in "iu" if len(index._ext) else None
 
     @property
@@ -140,7 +141,7 @@ class ServedIndex:
                 "n_users": len(self.embeddings.queries) if self.has_users else 0,
                 "id_type": None if self._int_ids is None else ("int" if self._int_ids else "str"),
                 "memory_bytes": self.memory_bytes(),
-                "writes_since_load": self.version, "saved_writes": self.saved_version,
+                "storage": self.store.describe() if self.store is not None else None,
                 "recommender_error": self.recommender_error, "query_encoder_error": self.encoder_error,
                 "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
             })
@@ -149,9 +150,10 @@ class ServedIndex:
     def memory_bytes(self) -> int | None:
         """The backend's size estimate, cached until the next write (FAISS serialises the index to measure)."""
         cached = getattr(self, "_mem", None)
-        if cached is None or cached[0] != self.version:
+        version = self.index._generation
+        if cached is None or cached[0] != version:
             with self.rw.read():
-                cached = (self.version, _safe(self.index.memory_bytes))
+                cached = (version, _safe(self.index.memory_bytes))
             self._mem = cached
         return cached[1]
 
@@ -209,7 +211,10 @@ class Registry:
 
         served: dict[str, ServedIndex] = {}
         used_emb: set[Path] = set()
+        for parent in sorted({p.parent for p in found.indexes.values()} | {Path(s.model_dir)}):
+            _quiet(index_storage.cleanup_siblings, parent)  # what interrupted writes left, whatever their pid
         for name, path in found.indexes.items():
+            _quiet(index_storage.cleanup, path)
             index = load_index(path)
             emb_path = self._embeddings_path(index.source or {}, found)
             emb, enc, enc_error = None, None, None
@@ -226,11 +231,22 @@ class Registry:
                 index.items = {}
                 index.source = {"embeddings": str(path.resolve()), "embeddings_name": name, "in_memory": True}
                 served[name] = ServedIndex(name, index, None, emb, path, enc, enc_error)
-        for srv in served.values():
-            srv.writable = srv.path is not None and not s.read_only
-            if srv.writable:
-                srv.persister = Persister(srv, s.persist, s.save_delay_s, self.on_save)
-                reserve_capacity(srv.index)
+        try:
+            for srv in served.values():
+                srv.writable = srv.path is not None and srv.index.backend in ("hnswlib", "faiss") \
+                    and os.access(srv.path, os.W_OK)
+                if srv.writable:
+                    reserve_capacity(srv.index)
+                    srv.store = IndexStore(srv.name, srv.path, srv.index, srv.rw, durable=s.persist == "sync",
+                                           snapshot_every=s.snapshot_every_writes,
+                                           snapshot_interval=s.snapshot_interval_s,
+                                           follow_interval=s.reload_poll_s if s.workers > 1 else None,
+                                           on_snapshot=self.on_save)
+        except BaseException:
+            for srv in served.values():
+                if srv.store is not None:
+                    srv.store.close()
+            raise
         return Snapshot(served, generation, tuple(found.skipped))
 
     @staticmethod
@@ -256,7 +272,8 @@ class Registry:
     def reload(self) -> tuple[Snapshot, float]:
         """Load every artifact anew beside the served ones and swap them in atomically.
 
-        Pending writes are saved first; writes wait meanwhile and then go to the new indexes. On any
+        Writes wait meanwhile (each store's commit lock is held); every committed write is in the log, so the
+        new indexes (snapshot + log replay) hold it; writes queued on the old stores retry on the new. On any
         error the served snapshot stays as it was.
 
         Returns:
@@ -271,33 +288,28 @@ class Registry:
             locked = []
             try:
                 for srv in sorted(old.indexes.values(), key=lambda x: x.name):
-                    srv.mutation.acquire()
-                    locked.append(srv)
-                for srv in locked:
-                    if srv.persister is not None:
-                        srv.persister.save_locked()
-                        if srv.persister.error is not None:
-                            raise PersistError(f"pending writes of index {srv.name!r} could not be saved "
-                                               f"({srv.persister.error}); reload refused so they are not lost")
+                    if srv.store is not None:
+                        srv.store.commit_lock.acquire()
+                        locked.append(srv)
                 new = self._load_snapshot(old.generation + 1)
                 self.snapshot = new
-                for srv in locked:
+                for srv in old.indexes.values():
                     srv.retired = True
-                    if srv.persister is not None:
-                        srv.persister.close()
+                for srv in locked:
+                    srv.store.retire()
             finally:
                 for srv in locked:
-                    srv.mutation.release()
+                    srv.store.commit_lock.release()
+        for srv in locked:
+            srv.store.close()  # joins its threads; the retired snapshot is then garbage
         return new, time.perf_counter() - t0
 
     def close(self) -> None:
-        """Save pending writes and stop the savers (server shut-down)."""
+        """Write a snapshot of every index with logged writes and stop the stores (server shut-down)."""
         with self._reload_lock:
             for srv in self.snapshot.indexes.values():
-                if srv.persister is not None:
-                    with srv.mutation:
-                        srv.persister.save_locked()
-                    srv.persister.close()
+                if srv.store is not None:
+                    srv.store.close(snapshot=True)
 
     # -- lookups
     def get(self, name: str, snapshot: Snapshot | None = None) -> ServedIndex:
@@ -348,40 +360,27 @@ class Registry:
                                 f"(and whose module offers query_encoder_from_embeddings)")
 
     # -- writes
-    def write(self, name: str, fn: Callable[[ServedIndex], Any]) -> tuple[ServedIndex, int, Any]:
-        """Apply ``fn(served)`` to the named index under its write locks; returns ``(served, version, result)``.
+    def write(self, name: str, write: Write) -> tuple[ServedIndex, Write]:
+        """Log, commit and apply ``write`` on the named index (:meth:`IndexStore.submit`); returns
+        ``(served, write)`` once it is durable and visible.
 
         Raises:
-            UnknownIndexError: no such index. InputError: the index is read-only.
+            UnknownIndexError: no such index. InputError: the index is read-only. UnknownIdError: a delete of
+            an unknown id. PersistError: the commit failed (nothing changed).
         """
         while True:
             srv = self.get(name)
-            if srv.path is None:
-                raise InputError(f"index {name!r} is an in-memory exact index over embeddings and cannot be "
-                                 f"changed: build an index from them with `annrec index build` to get a "
-                                 f"writable one")
-            if self.settings.read_only:
-                raise InputError(f"writes are disabled: this server runs {self.settings.workers} worker "
-                                 f"processes, each with its own copy of the indexes; run with --workers 1 to "
-                                 f"write, or rebuild the index and POST /v1/admin/reload")
-            with srv.mutation:
-                if srv.retired:
-                    continue  # a reload swapped it while we waited: apply to the new one
-                with srv.rw.write():
-                    result = fn(srv)
-                srv.version += 1
-                version = srv.version
-            if srv.persister is not None:
-                srv.persister.noted()
-            return srv, version, result
-
-    def wait_saved(self, srv: ServedIndex, version: int, timeout: float = 300.0) -> bool:
-        """In ``sync`` mode block until ``version`` of ``srv`` is on disk; returns whether it is saved."""
-        if srv.persister is None:
-            return False
-        if self.settings.persist == "sync":
-            srv.persister.wait(version, timeout)
-        return srv.saved_version >= version
+            if srv.store is None:
+                if srv.path is None:
+                    raise InputError(f"index {name!r} is an in-memory exact index over embeddings and cannot be "
+                                     f"changed: build an index from them with `annrec index build` to get a "
+                                     f"writable one")
+                raise InputError(f"index {name!r} is read-only (its folder {srv.path} is not writable, or it is a "
+                                 f"sharded index): serve a writable copy")
+            try:
+                return srv, srv.store.submit(write)
+            except StoreRetired:
+                continue  # a reload swapped it while we waited: apply to the new one
 
     # -- multi-worker reload propagation
     def token_file(self) -> Path | None:
@@ -407,6 +406,13 @@ class Registry:
             return None
 
 
+def _quiet(fn, *args) -> None:
+    try:
+        fn(*args)
+    except OSError as e:  # a read-only model dir: nothing to clean
+        log.debug("clean-up of %s skipped: %s", args, e)
+
+
 __all__ = ["Registry", "ServedIndex", "Snapshot", "UnknownIndexError", "discover", "Discovered", "query_encoder",
-           "register_query_encoder", "encode_with", "ENCODER_KINDS", "ENCODER_MODULES", "NAME_RE", "Persister",
-           "PersistError", "reserve_capacity"]
+           "register_query_encoder", "encode_with", "ENCODER_KINDS", "ENCODER_MODULES", "NAME_RE", "IndexStore",
+           "PersistError", "Write", "reserve_capacity"]

@@ -110,6 +110,15 @@ class IndexList(BaseModel):
     generation: int = Field(description="increases with every reload")
 
 
+class StorageState(BaseModel):
+    applied_seq: int = Field(description="the last write-ahead-log entry applied to the served index")
+    snapshot_seq: int = Field(description="the last log entry the current snapshot on disk holds")
+    logged_since_snapshot: int = Field(description="logged items a restart would replay from the log")
+    snapshots_written: int = Field(description="snapshots this process has written since it loaded the index")
+    snapshot_error: str | None = Field(None, description="why the last snapshot failed (the log keeps every write)")
+    durable: bool = Field(description="commits are fsynced (persist=sync)")
+
+
 class IndexDetail(IndexSummary):
     """The manifest of one index plus what the server knows about it."""
 
@@ -120,8 +129,7 @@ class IndexDetail(IndexSummary):
     n_users: int
     id_type: str | None = Field(None, description="int | str")
     memory_bytes: int | None
-    writes_since_load: int
-    saved_writes: int
+    storage: StorageState | None = Field(None, description="the write-ahead log and snapshots of a writable index")
     recommender_error: str | None = None
     query_encoder_error: str | None = None
     loaded_at: str
@@ -288,8 +296,10 @@ class UpsertRequest(_Model):
 class WriteResponse(BaseModel):
     index: str
     count: int = Field(description="live items after the write")
-    persisted: bool = Field(description="the write is saved in the index folder (persist=sync); false in "
-                                        "persist=async mode until the background save")
+    persisted: bool = Field(description="the write is committed to the index's write-ahead log and fsynced "
+                                        "(persist=sync): it survives a crash or a power loss; false with "
+                                        "persist=async (committed, survives a crash of the server, not of the machine)")
+    seq: int | None = Field(None, description="the write's sequence number in the write-ahead log")
     upserted: int | None = None
     deleted: int | str | None = None
 

@@ -39,7 +39,8 @@ class ServiceSettings(BaseSettings):
     model_dir: Path = Field(description="folder holding Embeddings and Index artifacts (searched two levels deep)")
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 to listen on every interface)")
     port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes; >1 makes the indexes read-only")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes; each accepts writes and applies the "
+                                                     "others' from the write-ahead log within reload_poll_s")
     read_key: SecretStr | None = Field(None, description="API key for the read endpoints")
     admin_key: SecretStr | None = Field(None, description="API key for writes and reload (grants reads too)")
     insecure_no_auth: bool = Field(False, description="serve without any API key (never on a shared network)")
@@ -66,15 +67,21 @@ class ServiceSettings(BaseSettings):
                                                 "error handlers (annrec.service.fastpath)")
     # persistence of writes
     persist: Literal["sync", "async"] = Field(
-        "sync", description="sync: a write is answered after the index folder holding it is saved (concurrent "
-                            "writes share one save); async: answered at once, saved within save_delay_s")
-    save_delay_s: float = Field(1.0, ge=0.0, le=3600.0, description="async persistence: wait before saving")
+        "sync", description="sync: a write is answered once its write-ahead-log commit is fsynced (concurrent "
+                            "writes share one commit): it survives a power loss; async: answered once committed "
+                            "without fsync (SQLite synchronous=NORMAL): it survives a crash of the server, a power "
+                            "loss can lose the last writes")
+    snapshot_every_writes: int = Field(10_000, ge=1, description="logged items after which a new snapshot of the "
+                                                                 "index is written in the background")
+    snapshot_interval_s: float = Field(60.0, gt=0.0, description="seconds after which a snapshot is written when "
+                                                                 "anything was logged since the last one")
     serve_bare_embeddings: bool = Field(True, description="serve Embeddings no index was built from through an "
                                                           "exact in-memory FAISS Flat index")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = False
-    reload_poll_s: float = Field(0.5, gt=0.0, description="with workers > 1: how often a worker checks for a "
-                                                          "reload requested through another worker")
+    reload_poll_s: float = Field(0.5, gt=0.0, description="with workers > 1: how often a worker applies the writes "
+                                                          "other workers logged and checks for a reload requested "
+                                                          "through another worker")
     runtime_dir: Path | None = Field(None, description="folder the workers share (set by annrec serve)")
 
     @model_validator(mode="after")
@@ -94,11 +101,6 @@ class ServiceSettings(BaseSettings):
                 self.read_key.get_secret_value() == self.admin_key.get_secret_value():
             raise ValueError("the read key and the admin key are the same: use two different keys")
         return self
-
-    @property
-    def read_only(self) -> bool:
-        """True when writes are disabled (several worker processes, each with its own copy of the indexes)."""
-        return self.workers > 1
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

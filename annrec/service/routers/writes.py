@@ -1,4 +1,4 @@
-"""Writes (admin key): upsert items, delete an item; each saved to the index folder (``persist``)."""
+"""Writes (admin key): upsert items, delete an item; each committed to the index's write-ahead log before the answer."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from annrec.service import schemas as S
 from annrec.service.deps import ADMIN, IndexName, ItemIdPath, JsonRoute, Metrics, Reg, Settings
 from annrec.service.errors import BODY_ERRORS, READ_ERRORS, WRITE_ERRORS
 from annrec.service.limits import check_limits
+from annrec.service.storage import Write
 
 router = APIRouter(prefix="/v1/indexes", tags=["writes"], dependencies=ADMIN, route_class=JsonRoute)
 
 
 @router.put("/{name}/items", response_model=S.WriteResponse, response_model_exclude_none=True,
             responses={**BODY_ERRORS, **WRITE_ERRORS},
-            summary="Insert or replace items (vectors, ids, metadata); saved to the index folder")
+            summary="Insert or replace items (vectors, ids, metadata); logged before the answer")
 async def upsert(name: IndexName, body: S.UpsertRequest, reg: Reg, settings: Settings,
                  metrics: Metrics) -> S.WriteResponse:
     check_limits(settings, batch=len(body.items), ids={"items": [it.id for it in body.items]})
@@ -31,29 +32,24 @@ async def upsert(name: IndexName, body: S.UpsertRequest, reg: Reg, settings: Set
     meta = {it.id: it.metadata for it in body.items if it.metadata is not None} or None
 
     def go() -> S.WriteResponse:
-        srv, version, _ = reg.write(name, lambda s: s.index.add(vectors, ids, items=meta))
+        srv, w = reg.write(name, Write("upsert", ids.tolist(), vectors, meta))
         metrics.writes.labels(srv.name, "upsert").inc(len(ids))
-        saved = reg.wait_saved(srv, version)
-        return S.WriteResponse(index=srv.name, upserted=len(ids), count=len(srv.index), persisted=saved)
+        return S.WriteResponse(index=srv.name, upserted=len(ids), count=len(srv.index), persisted=srv.store.durable,
+                               seq=w.seq)
 
-    return await anyio.to_thread.run_sync(go)  # not in the search pool: a sync save may take seconds
+    return await anyio.to_thread.run_sync(go)  # not in the search pool: a commit waits for an fsync
 
 
 @router.delete("/{name}/items/{item_id}", response_model=S.WriteResponse, response_model_exclude_none=True,
-               responses={**READ_ERRORS, **WRITE_ERRORS}, summary="Delete an item; saved to the index folder")
+               responses={**READ_ERRORS, **WRITE_ERRORS}, summary="Delete an item; logged before the answer")
 async def delete_item(name: IndexName, item_id: ItemIdPath, reg: Reg,
                       metrics: Metrics) -> S.WriteResponse:
     reg.get(name)
 
-    def remove(srv):
-        iid = srv.index.coerce_id(item_id)
-        srv.index.remove([iid])
-        return iid
-
     def go() -> S.WriteResponse:
-        srv, version, iid = reg.write(name, remove)
+        srv, w = reg.write(name, Write("delete", [item_id]))
         metrics.writes.labels(srv.name, "delete").inc()
-        saved = reg.wait_saved(srv, version)
-        return S.WriteResponse(index=srv.name, deleted=iid, count=len(srv.index), persisted=saved)
+        return S.WriteResponse(index=srv.name, deleted=w.result, count=len(srv.index), persisted=srv.store.durable,
+                               seq=w.seq)
 
-    return await anyio.to_thread.run_sync(go)  # not in the search pool: a sync save may take seconds
+    return await anyio.to_thread.run_sync(go)  # not in the search pool: a commit waits for an fsync
