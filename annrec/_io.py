@@ -3,7 +3,8 @@
 An artifact is written into a temporary sibling folder and renamed into place, so a crash mid-write
 never leaves a half-written folder that a reader (``annrec serve``) would load. A previous folder at
 the destination is replaced only after the new one is complete, and only when it is an annrec artifact
-(or empty): a user's own folder is never deleted.
+(or empty): a user's own folder is never deleted. (Index folders use versioned snapshots instead, with
+no moment without an index: :mod:`annrec.index.storage`.)
 """
 
 from __future__ import annotations
@@ -104,18 +105,26 @@ def atomic_dir(dest: str | os.PathLike, kind: str | None = None, *, force: bool 
     Raises:
         InputError: as :func:`check_output_dir`.
     """
+    import fcntl
+    import uuid
+
     dest = check_output_dir(dest, kind, force=force)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+    # held while the folder is written: start-up clean-up (annrec.index.storage.cleanup_siblings) removes a
+    # temporary folder only when no live process holds its lock, whatever pid wrote it
+    lock = os.open(tmp / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         yield tmp
         for f in tmp.rglob("*"):
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+        (tmp / ".lock").unlink()
         if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+            old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:12]}"
             os.replace(dest, old)
             os.replace(tmp, dest)
             shutil.rmtree(old, ignore_errors=True)  # an artifact (or an empty folder), checked above
@@ -124,6 +133,8 @@ def atomic_dir(dest: str | os.PathLike, kind: str | None = None, *, force: bool 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

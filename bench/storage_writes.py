@@ -159,7 +159,7 @@ def parse_env(items: list[str]) -> dict[str, str]:
 
 
 class Server:
-    """``annrec serve`` in its own session (process group), logging to a file."""
+    """``annrec serve`` as the leader of its own process group, logging to a file."""
 
     def __init__(self, model_dir: Path, port: int, extra_env: dict[str, str], log_path: Path,
                  persist: str = "sync") -> None:
