@@ -12,7 +12,8 @@ Per writable index, one :class:`IndexStore`:
   seconds (when there is anything new) and at shut-down, the index is written as a new versioned snapshot
   (:mod:`annrec.index.storage`) by a forked child process from the copy-on-write image of this process —
   Redis's ``BGSAVE`` scheme: the parent holds the commit lock only for the ``fork()`` (milliseconds), never
-  the readers-writer lock, and the child's writing holds no lock or GIL of the server. The child names the
+  the readers-writer lock, and the child's writing holds no lock or GIL of the server (it runs at nice 19,
+  so it takes the CPU the searches leave). The child names the
   new snapshot in ``CURRENT``; the parent then trims the log through the snapshot's sequence number (and
   no further than every live worker has applied) and removes older snapshots.
 * **follow** (workers > 1): the committer also wakes every ``reload_poll_s`` and applies what other workers
@@ -333,6 +334,7 @@ class IndexStore:
             code = 1
             try:
                 _close_sockets()
+                os.nice(19)  # the snapshot yields the CPU to the searches and commits of the server
                 storage.switch(self.folder, storage.new_snapshot(self.index, self.folder, seq))
                 code = 0
             finally:
