@@ -530,10 +530,24 @@ def phase_reads(srv: Server, ids: Ids, test: np.ndarray, seconds: float, threads
         c.request("POST", path, q)
     c.close()
     without = measure(False)
+    before = storage_state(srv)
     during = measure(True)
+    after = storage_state(srv)
+    if before is not None and after is not None:  # engines that report their snapshots (GET /v1/indexes/{name})
+        during["snapshots_written"] = after.get("snapshots_written", 0) - before.get("snapshots_written", 0)
     ratio = round(during["p99_ms"] / without["p99_ms"], 2) if without["p99_ms"] and during["p99_ms"] else None
     return {"search_threads": threads, "k": 10, "seconds_each": seconds, "without_writes": without,
             "during_writes": during, "p99_ratio_during_over_without": ratio}
+
+
+def storage_state(srv: Server) -> dict | None:
+    """The served index's ``storage`` block (write-ahead log and snapshot counters), if the engine has one."""
+    c = Conn(srv.port, READ_KEY)
+    try:
+        status, body = c.request("GET", f"/v1/indexes/{INDEX_NAME}")
+        return json.loads(body).get("storage") if status == 200 else None
+    finally:
+        c.close()
 
 
 def phase_reload(srv: Server, reloads: int) -> dict:
@@ -582,6 +596,8 @@ def report(res: dict) -> None:
             x = r[key]
             print(f"{name:<24} {x['searches']:>6} {x['searches_per_s']:>7} {x['p50_ms']:>8} {x['p99_ms']:>8} "
                   f"{x['max_ms']:>9} {x['over_250ms']:>7}")
+        if "snapshots_written" in r["during_writes"]:
+            print(f"  snapshots written during the writes: {r['during_writes']['snapshots_written']}")
         print(f"  p99 during/without: {r['p99_ratio_during_over_without']}; upserts during: "
               f"{r['during_writes'].get('upserts')} (p50 {r['during_writes']['upsert_latency']['p50_ms']} ms)")
     if "reload" in ph:

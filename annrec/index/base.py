@@ -70,6 +70,10 @@ class Index(ABC):
     query_param_aliases: ClassVar[dict[str, str]] = {}
     #: True when the backend itself never returns deleted labels (hnswlib's mark_deleted)
     native_deletes: ClassVar[bool] = False
+    #: True when a recurring filter is answered from a cached sub-index (filtered search is costly here)
+    filter_views: ClassVar[bool] = False
+    #: the build parameters a filter view copies from its parent
+    view_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, dim: int, metric: str, **params: Any) -> None:
         if not isinstance(dim, (int, np.integer)) or dim <= 0:
@@ -267,7 +271,8 @@ class Index(ABC):
         return params
 
     def search(self, queries, k: int, *, params: dict[str, Any] | None = None, allowed_ids=None,
-               denied_ids=None, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               denied_ids=None, threads: int | None = None, filter_key: str | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Find the ``k`` nearest items of each query.
 
         Args:
@@ -278,6 +283,9 @@ class Index(ABC):
             allowed_ids: only these external ids may be returned (unknown ids are ignored).
             denied_ids: these external ids are never returned.
             threads: threads for a batch (``None``: all cores; 1: the single-query protocol).
+            filter_key: names the filter ``allowed_ids`` came from (the canonical JSON of a payload filter), so
+                a backend with costly filtered search (hnswlib) may answer a recurring filter from a cached
+                sub-index (:mod:`annrec.index.filter_views`).
 
         Returns:
             ``(ids, scores)``, each ``(nq, k)``: ids as int64 (``-1`` = no result) or object (``None``);
@@ -314,19 +322,53 @@ class Index(ABC):
             return self._search_denied(q, k, params, denied_ids, threads)
         mask = None
         if allowed_ids is not None or (self._n_deleted and not self.native_deletes):
-            mask = self._allow_mask(allowed_ids, denied_ids)
-            n_allowed = int(mask.sum())
+            if filter_key is not None and denied_ids is None:  # a named filter: its mask, once per index version
+                cached = self.__dict__.get("_mask_cache")
+                if cached is None or cached[0] != self._generation:
+                    cached = self._mask_cache = (self._generation, {})
+                hit = cached[1].get(filter_key)
+                if hit is None:
+                    m = self._allow_mask(allowed_ids, None)
+                    hit = cached[1][filter_key] = (m, int(m.sum()))
+                    if len(cached[1]) > 64:
+                        cached[1].clear()
+                mask, n_allowed = hit
+            else:
+                mask = self._allow_mask(allowed_ids, denied_ids)
+                n_allowed = int(mask.sum())
             if n_allowed == 0:
                 return self._empty(len(q), k)
             if allowed_ids is not None and (n_allowed <= EXACT_FILTER_THRESHOLD
                                             or n_allowed * self.dim <= EXACT_FILTER_BUDGET):
-                labels, scores = self._exact(q, min(k, n_allowed), np.flatnonzero(mask))
+                if filter_key is not None and denied_ids is None:  # gathered once per filter and index version
+                    sub = self._mask_cache[1].setdefault(filter_key + "\x00exact", None)
+                    if sub is None:
+                        lab = np.flatnonzero(mask)
+                        xs = np.ascontiguousarray(self._vectors[lab])
+                        sub = self._mask_cache[1][filter_key + "\x00exact"] = (lab, (xs, np.einsum("ij,ij->i", xs, xs)))
+                    labels, scores = self._exact(q, min(k, n_allowed), sub[0], sub[1])
+                else:
+                    labels, scores = self._exact(q, min(k, n_allowed), np.flatnonzero(mask))
                 return self._finish(labels, scores, k)
             if n_allowed < k:
                 labels, scores = self._exact(q, n_allowed, np.flatnonzero(mask))
                 return self._finish(labels, scores, k)
+            if filter_key is not None and allowed_ids is not None and self.filter_views:
+                got = self.views.search(self, filter_key, q, k, mask, params, threads)
+                if got is not None:
+                    return self._finish(*got, k)
         labels, scores = self._backend_search(q, k, params, mask, threads)
         return self._ext_padded[labels], scores
+
+    @property
+    def views(self):
+        """The cached filter sub-indexes (:class:`~annrec.index.filter_views.FilterViews`), created on first use."""
+        v = self.__dict__.get("_views")
+        if v is None:
+            from annrec.index.filter_views import FilterViews
+
+            v = self.__dict__.setdefault("_views", FilterViews())
+        return v
 
     def _search_denied(self, q: np.ndarray, k: int, params, denied_ids, threads):
         """Search checked queries with a deny-list (seen items, the query item).
@@ -425,16 +467,25 @@ class Index(ABC):
             mask &= ~self._deleted
         return mask
 
-    def _exact(self, q: np.ndarray, k: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k over a subset of labels, with the stored vectors."""
-        x = self._vectors[labels]
+    def _exact(self, q: np.ndarray, k: int, labels: np.ndarray, subset: tuple | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over a subset of labels, with the stored vectors (``subset``: their gathered
+        ``(vectors, squared norms)``, cached by the caller for a recurring filter)."""
+        x, xx = subset if subset is not None else (self._vectors[labels], None)
         if self.metric == "l2":
-            d = (q * q).sum(1)[:, None] - 2 * q @ x.T + (x * x).sum(1)[None, :]
-            order = np.argsort(d, axis=1, kind="stable")[:, :k]
+            if xx is None:
+                xx = np.einsum("ij,ij->i", x, x)
+            d = (q * q).sum(1)[:, None] - 2 * q @ x.T + xx[None, :]
         else:
-            d = q @ x.T
-            order = np.argsort(-d, axis=1, kind="stable")[:, :k]
-        return labels[order], np.take_along_axis(d, order, axis=1).astype(np.float32)
+            d = -(q @ x.T)
+        if k < d.shape[1] // 4:  # partial selection first: O(n) instead of a full sort of every row
+            part = np.argpartition(d, k - 1, axis=1)[:, :k]
+            sub = np.take_along_axis(d, part, axis=1)
+            order = np.take_along_axis(part, np.argsort(sub, axis=1, kind="stable"), axis=1)
+        else:
+            order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(d, order, axis=1).astype(np.float32)
+        return labels[order], (top if self.metric == "l2" else -top)
 
     def _finish(self, labels: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         nq, got = labels.shape

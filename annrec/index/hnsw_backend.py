@@ -39,6 +39,8 @@ class HnswIndex(Index):
     file_name = "index.hnsw"
     query_param_names = ("ef",)
     native_deletes = True
+    filter_views = True
+    view_params = ("M", "ef_construction", "ef", "random_seed")
 
     def __init__(self, dim: int, metric: str, **params: Any) -> None:
         unknown = set(params) - set(_BUILD_PARAMS)

@@ -151,9 +151,7 @@ class Recommender:
         Raises:
             InputError: a malformed filter, an unknown operator or metadata key.
         """
-        import json
-
-        from annrec.recommend.filters import allowed_ids, parse_filter
+        from annrec.recommend.filters import allowed_ids
 
         version = (len(self.index), getattr(self.index, "_generation", None), len(self.index.items))
         cached = getattr(self, "_meta_cache", None)
@@ -161,7 +159,7 @@ class Recommender:
             merged = dict((self.embeddings.items if self.embeddings is not None else None) or {})
             merged.update(self.index.items)
             cached = self._meta_cache = (version, merged, {})
-        key = json.dumps(parse_filter(filter), sort_keys=True, default=str)
+        key = self._filter_key(filter)
         hit = cached[2].get(key)
         if hit is None:  # evaluated once per filter and metadata version (a Python pass over every item)
             ids = allowed_ids(filter, cached[1])
@@ -170,6 +168,28 @@ class Recommender:
                 cached[2].clear()
             cached[2][key] = hit
         return hit
+
+    def _filter_count(self, key: str, allowed) -> int:
+        """Live items among a filter's allow-set, cached with it (per filter and index version)."""
+        version = (getattr(self.index, "_generation", None), len(self.index))
+        cache = self.__dict__.get("_count_cache")
+        if cache is None or cache[0] != version:
+            cache = self._count_cache = (version, {})
+        n = cache[1].get(key)
+        if n is None:
+            n = cache[1][key] = self.index.count_live(allowed)
+            if len(cache[1]) > 64:
+                cache[1].clear()
+        return n
+
+    @staticmethod
+    def _filter_key(filter) -> str:
+        """The canonical JSON of a payload filter (the cache key of its allow-set and of its filter view)."""
+        import json
+
+        from annrec.recommend.filters import parse_filter
+
+        return json.dumps(parse_filter(filter), sort_keys=True, default=str)
 
     def _user_row(self, user_id) -> int:
         if self.embeddings is None:
@@ -188,14 +208,19 @@ class Recommender:
                 filter=None):
         """Checked ``k`` (the catalogue less the excluded items) and one index search per query row."""
         index = self.index
+        filter_key = None
         if filter is not None:
             matching = self.filter_ids(filter)
             if allowed is not None:
                 keep = {index.coerce_id(i) for i in allowed}
                 matching = [i for i in list(matching) if i in keep]
+            else:
+                filter_key = self._filter_key(filter)
             allowed = matching
         limit = len(index)
-        if allowed is not None:
+        if filter_key is not None and (denied is None or not len(denied)):
+            limit = self._filter_count(filter_key, allowed)
+        elif allowed is not None:
             if denied is not None and len(denied):
                 gone = {index.coerce_id(i) for i in np.asarray(denied, dtype=object).tolist()}
                 limit = index.count_live([i for i in allowed if index.coerce_id(i) not in gone])
@@ -209,9 +234,10 @@ class Recommender:
                 return [[] for _ in range(len(np.atleast_2d(q)))]
             k = min(k, limit)
         k = check_k(k, limit=max(limit, 0))
+        extra = {"filter_key": filter_key} if filter_key is not None and getattr(index, "filter_views", False) else {}
         ids, scores = index.search(q, k, params=params, allowed_ids=allowed,
                                    denied_ids=denied if denied is not None and len(denied) else None,
-                                   threads=threads)
+                                   threads=threads, **extra)
         return [self.pack(ids[r], scores[r], include_metadata) for r in range(len(ids))]
 
     # ------------------------------------------------------------------ verbs
