@@ -100,3 +100,23 @@ def test_filters_with_other_deny_or_allow_lists_skip_views(rec):
         rec.search(q, 10, filter=FLT, allowed_ids=list(range(0, N, 2)))  # an explicit allow-list too: no key
     index.views.wait(30)
     assert index.views.describe()["views"] == 0
+
+
+def test_a_filters_allow_set_follows_writes_without_rescanning_the_catalogue(rec, monkeypatch):
+    import annrec.recommend.filters as filters
+
+    index = rec.index
+    first = set(rec.filter_ids(FLT).tolist())
+    assert first == {i for i in IDS.tolist() if i % 3 == 1}
+    calls = []
+    real = filters.compile_filter
+    monkeypatch.setattr(filters, "compile_filter", lambda *a, **k: calls.append(1) or real(*a, **k))
+    index.add(RNG.normal(size=(2, DIM)).astype(np.float32), [10**6, 10**6 + 1],
+              items={10**6: {"c": 1}, 10**6 + 1: {"c": 2}})
+    index.remove([4])                                                   # a matching item deleted
+    index.add(index.get_vector(7)[None, :], [7], items={7: {"c": 0}})    # a matching item that no longer matches
+    index.add(index.get_vector(9)[None, :], [9], items={9: {"c": 1}})    # a non-matching item that now matches
+    now = set(rec.filter_ids(FLT).tolist())
+    assert calls == []  # brought up to date from the ids the writes touched
+    assert now == (first - {4, 7}) | {10**6, 9}
+    assert now == set(Recommender(None, index).filter_ids(FLT).tolist())  # what a fresh evaluation gives

@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -94,6 +95,8 @@ class Index(ABC):
         self._write_lock = threading.Lock()
         self._generation = 0  # bumped by every change of the id -> label map (see labels_of)
         self._lookup: tuple[int, np.ndarray | None] | None = None
+        # (generation before, generation after, ids) of the latest upserts and deletes (see changed_since)
+        self._changes: deque[tuple[int, int, list]] = deque(maxlen=4096)
         self.build_seconds: float | None = None
         self.snapshot_seq = 0  # the last write-ahead-log entry the loaded snapshot holds
         self.applied_seq = 0   # the last log entry applied to this index (snapshot + replay)
@@ -182,12 +185,14 @@ class Index(ABC):
         x = self._prepare(x)
         self._backend_check(x)  # before anything changes: a refused upsert loses nothing
         with self._write_lock:
+            before = self._generation
             old = [self._label[e] for e in ext.tolist() if e in self._label]
             if old:
                 self._mark_deleted(np.asarray(old, dtype=np.int64))
             self._append(x, ext)
             if items:
                 self.items.update(items)
+            self._changes.append((before, self._generation, ext.tolist()))
 
     def remove(self, ids) -> None:
         """Delete items by external id (marked deleted; they never appear in results again).
@@ -197,10 +202,26 @@ class Index(ABC):
         """
         ids = list(ids) if not isinstance(ids, (str, int, np.integer)) else [ids]
         with self._write_lock:
+            before = self._generation
             labels = [self._label_of(i) for i in ids]
             self._mark_deleted(np.asarray(labels, dtype=np.int64))
             for i in ids:
                 self.items.pop(self._coerce(i), None)
+            self._changes.append((before, self._generation, [self._coerce(i) for i in ids]))
+
+    def changed_since(self, generation: int) -> set | None:
+        """The external ids upserted or deleted since ``generation`` (``_generation`` then), or ``None`` when
+        the record of changes does not reach back that far (callers recompute from scratch)."""
+        if generation == self._generation:
+            return set()
+        changes = list(self._changes)
+        if not changes or changes[0][0] > generation or generation > self._generation:
+            return None
+        out: set = set()
+        for _, after, ids in changes:
+            if after > generation:
+                out.update(ids)
+        return out
 
     def _mark_deleted(self, labels: np.ndarray) -> None:
         self._backend_mark_deleted(labels)

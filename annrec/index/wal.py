@@ -183,10 +183,12 @@ class WriteLog:
     # -- server workers that follow the log (the log is trimmed no further than the slowest has applied)
     def heartbeat(self, worker: str, applied_seq: int) -> None:
         """Record that ``worker`` has applied the log through ``applied_seq``."""
+        now = time.time()
         with self.lock:
             self._db.execute("INSERT INTO readers (worker, applied_seq, seen_at) VALUES (?, ?, ?) ON CONFLICT(worker) "
                              "DO UPDATE SET applied_seq = excluded.applied_seq, seen_at = excluded.seen_at",
-                             (worker, int(applied_seq), time.time()))
+                             (worker, int(applied_seq), now))
+            self._db.execute("DELETE FROM readers WHERE seen_at < ?", (now - 86_400,))  # processes long gone
 
     def forget(self, worker: str) -> None:
         with self.lock:

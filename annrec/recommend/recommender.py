@@ -146,28 +146,55 @@ class Recommender:
 
     def filter_ids(self, filter):
         """Ids of the items whose metadata satisfies a payload filter (:mod:`annrec.recommend.filters`): an int64
-        array for integer ids, else a list; cached per filter until the index or its metadata change.
+        array for integer ids, else a list.
+
+        Evaluated once over every item's metadata (a Python pass), then kept per filter and brought up to date
+        after writes from the ids the writes touched (:meth:`~annrec.index.Index.changed_since`), so a stream
+        of upserts does not re-scan the catalogue for every filtered search.
 
         Raises:
             InputError: a malformed filter, an unknown operator or metadata key.
         """
-        from annrec.recommend.filters import allowed_ids
+        from annrec.recommend.filters import compile_filter
 
-        version = (len(self.index), getattr(self.index, "_generation", None), len(self.index.items))
-        cached = getattr(self, "_meta_cache", None)
-        if cached is None or cached[0] != version:
-            merged = dict((self.embeddings.items if self.embeddings is not None else None) or {})
-            merged.update(self.index.items)
-            cached = self._meta_cache = (version, merged, {})
+        index = self.index
         key = self._filter_key(filter)
-        hit = cached[2].get(key)
-        if hit is None:  # evaluated once per filter and metadata version (a Python pass over every item)
-            ids = allowed_ids(filter, cached[1])
-            hit = np.asarray(ids, dtype=np.int64) if ids and all(type(i) is int for i in ids) else ids
-            if len(cached[2]) >= 64:
-                cached[2].clear()
-            cached[2][key] = hit
-        return hit
+        gen = getattr(index, "_generation", None)
+        cache = self.__dict__.setdefault("_filter_cache", {})
+        hit = cache.get(key)
+        if hit is not None and hit["generation"] == gen:
+            return hit["ids"]
+        changed = index.changed_since(hit["generation"]) if hit is not None and hasattr(index, "changed_since") \
+            else None
+        if changed is not None and len(changed) <= 10_000:
+            pred, members = hit["pred"], hit["set"]
+            for i in changed:
+                if i in index and pred(self._metadata_of(i) or {}):
+                    members.add(i)
+                else:
+                    members.discard(i)
+        else:
+            merged = dict((self.embeddings.items if self.embeddings is not None else None) or {})
+            merged.update(index.items)
+            keys: set[str] = set()
+            for meta in merged.values():
+                if meta:
+                    keys.update(meta)
+            pred = compile_filter(filter, keys)
+            members = {i for i, meta in merged.items() if pred(meta or {})}
+            if len(cache) >= 64:
+                cache.clear()
+            hit = cache[key] = {"pred": pred, "set": members}
+        ids = list(members)
+        hit["ids"] = np.asarray(ids, dtype=np.int64) if ids and all(type(i) is int for i in ids) else ids
+        hit["generation"] = gen
+        return hit["ids"]
+
+    def _metadata_of(self, item_id):
+        meta = self.index.items.get(item_id)
+        if meta is None and self.embeddings is not None and self.embeddings.items:
+            meta = self.embeddings.items.get(item_id)
+        return meta
 
     def _filter_count(self, key: str, allowed) -> int:
         """Live items among a filter's allow-set, cached with it (per filter and index version)."""

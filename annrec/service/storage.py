@@ -100,7 +100,7 @@ class IndexStore:
         self.follow_interval = follow_interval
         self.on_snapshot = on_snapshot
         self.log = WriteLog(folder, durable=durable)
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"  # one row per store (reloads make new ones)
         self.applied_seq = index.applied_seq
         self.snapshot_seq = index.snapshot_seq
         self.logged_since_snapshot = max(0, self.applied_seq - self.snapshot_seq)
