@@ -38,8 +38,8 @@ def serve(
                                                              "Env: ANNREC_MODEL_DIR."),
     host: str = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1)."),
     port: int = typer.Option(None, "--port", help="Port (default 8000)."),
-    workers: int = typer.Option(None, "--workers", help="Worker processes (default 1); more than 1 makes the "
-                                                        "indexes read-only (each worker holds its own copy)."),
+    workers: int = typer.Option(None, "--workers", help="Worker processes (default 1); each holds its own copy "
+                                                        "of the indexes and accepts writes."),
     config: Path = typer.Option(None, "--config", help="YAML/JSON/TOML settings file (see "
                                                        "service/config.example.yaml). Env: ANNREC_CONFIG."),
     read_key: str = typer.Option(None, "--read-key", help="API key for reads. Env: ANNREC_READ_KEY."),
@@ -47,9 +47,15 @@ def serve(
                                                             "Env: ANNREC_ADMIN_KEY."),
     insecure_no_auth: bool = typer.Option(None, "--insecure-no-auth/--auth",
                                           help="Serve without API keys (loopback experiments only)."),
-    persist: str = typer.Option(None, "--persist", help="sync (answer writes once saved) or async "
-                                                        "(save in the background) (default sync)."),
+    persist: str = typer.Option(None, "--persist", help="sync (answer a write once its log commit is fsynced) or "
+                                                        "async (committed without fsync) (default sync)."),
     log_level: str = typer.Option(None, "--log-level", help="critical, error, warning, info, debug."),
+    read_only: bool = typer.Option(None, "--read-only/--writable", help="Refuse writes (a read replica). "
+                                   "Env: ANNREC_READ_ONLY."),
+    ray: bool = typer.Option(False, "--ray", help="Run the shards of sharded indexes in Ray actors (a local Ray "
+                             "on 127.0.0.1 unless --ray-address); needs the ray extra."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster to join with --ray ('auto', "
+                                    "'ray://HEAD:10001', HEAD:6379). Env: ANNREC_RAY_ADDRESS."),
     check: bool = typer.Option(False, "--check", help="Load the artifacts, print what would be served, and exit."),
 ) -> None:
     """Serve indexes and recommenders over HTTP (FastAPI + uvicorn). Settings: flags > ANNREC_* env > --config."""
@@ -58,7 +64,8 @@ def serve(
 
     settings = load_settings(config, model_dir=model_dir, host=host, port=port, workers=workers, read_key=read_key,
                              admin_key=admin_key, insecure_no_auth=insecure_no_auth, persist=persist,
-                             log_level=log_level)
+                             log_level=log_level, read_only=read_only, ray_address=ray_address,
+                             shard_backend="ray" if (ray or ray_address) else None)
     found = discover(settings.model_dir)  # clean errors before uvicorn starts
     if not found.indexes and not found.embeddings:
         from annrec.errors import DataNotFoundError
@@ -66,7 +73,7 @@ def serve(
         raise DataNotFoundError(f"no index or embeddings artifacts under {settings.model_dir}: build some with "
                                 f"`annrec quickstart --out {settings.model_dir}` or `annrec index build`")
     if check:
-        snap = Registry(settings.model_copy(update={"workers": 2})).load()  # read-only: no saver threads
+        snap = Registry(settings.model_copy(update={"read_only": True, "shard_backend": "local"})).load()
         for name, srv in sorted(snap.indexes.items()):
             d = srv.describe(full=False)
             console.print(f"{name}: {d['backend']} {d['metric']} dim={d['dim']} count={d['count']} "

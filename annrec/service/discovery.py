@@ -18,6 +18,7 @@ from annrec.embeddings import KIND as EMB_KIND
 from annrec.embeddings import Embeddings
 from annrec.errors import ArtifactError, DataNotFoundError, InputError
 from annrec.index.base import KIND as INDEX_KIND
+from annrec.index.sharded import SHARDED_KIND
 
 log = logging.getLogger("annrec.service")
 
@@ -129,6 +130,8 @@ def discover(model_dir: str | Path) -> Discovered:
             except (OSError, ValueError, AttributeError) as e:
                 raise ArtifactError(f"{manifest} is unreadable ({e}): rebuild that artifact or move it out of "
                                     f"the model dir") from None
+            if kind == SHARDED_KIND:
+                kind = INDEX_KIND  # served like any index (its shard folders are not served on their own)
             if kind not in (INDEX_KIND, EMB_KIND):
                 found.skipped.append(f"{path} ({kind or 'no kind'})")
                 return

@@ -99,7 +99,9 @@ class ServedIndex:
         self.writable = path is not None
         self.store: IndexStore | None = None
         self.loaded_at = time.time()
-        self._int_ids = index._ext.dtype.kind in "iu" if len(index._ext) else None
+        ext = getattr(index, "_ext", None)
+        self._int_ids = (ext.dtype.kind in "iu" if len(ext) else None) if ext is not None else \
+            getattr(index, "_int_ids", None)
 
     @property
     def trainer(self) -> str | None:
@@ -150,7 +152,7 @@ class ServedIndex:
     def memory_bytes(self) -> int | None:
         """The backend's size estimate, cached until the next write (FAISS serialises the index to measure)."""
         cached = getattr(self, "_mem", None)
-        version = self.index._generation
+        version = getattr(self.index, "_generation", 0)
         if cached is None or cached[0] != version:
             with self.rw.read():
                 cached = (version, _safe(self.index.memory_bytes))
@@ -212,10 +214,12 @@ class Registry:
         served: dict[str, ServedIndex] = {}
         used_emb: set[Path] = set()
         for parent in sorted({p.parent for p in found.indexes.values()} | {Path(s.model_dir)}):
-            _quiet(index_storage.cleanup_siblings, parent)  # what interrupted writes left, whatever their pid
+            if not s.read_only:
+                _quiet(index_storage.cleanup_siblings, parent)  # what interrupted writes left, whatever their pid
         for name, path in found.indexes.items():
-            _quiet(index_storage.cleanup, path)
-            index = load_index(path)
+            if not s.read_only:
+                _quiet(index_storage.cleanup, path)
+            index = self._load_index(path)
             emb_path = self._embeddings_path(index.source or {}, found)
             emb, enc, enc_error = None, None, None
             if emb_path is not None:
@@ -234,7 +238,7 @@ class Registry:
         try:
             for srv in served.values():
                 srv.writable = srv.path is not None and srv.index.backend in ("hnswlib", "faiss") \
-                    and os.access(srv.path, os.W_OK)
+                    and not s.read_only and os.access(srv.path, os.W_OK)
                 if srv.writable:
                     reserve_capacity(srv.index)
                     srv.store = IndexStore(srv.name, srv.path, srv.index, srv.rw, durable=s.persist == "sync",
@@ -248,6 +252,28 @@ class Registry:
                     srv.store.close()
             raise
         return Snapshot(served, generation, tuple(found.skipped))
+
+    def _load_index(self, path: Path):
+        """An index folder, or a sharded folder with its shards in this process or in Ray actors
+        (``shard_backend``)."""
+        import json
+
+        from annrec.index.sharded import SHARDED_KIND
+
+        try:
+            kind = json.loads((path / "manifest.json").read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if kind == SHARDED_KIND and self.settings.shard_backend == "ray":
+            import ray
+
+            from annrec.index.ray_shards import init_ray
+
+            if not ray.is_initialized():
+                init_ray(self.settings.ray_address)
+                self._ray_started = True
+            return load_index(path, backend="ray")
+        return load_index(path)
 
     @staticmethod
     def _embeddings_path(source: dict[str, Any], found: Discovered) -> Path | None:
@@ -310,6 +336,13 @@ class Registry:
             for srv in self.snapshot.indexes.values():
                 if srv.store is not None:
                     srv.store.close(snapshot=True)
+                if srv.index.backend == "sharded":
+                    srv.index.close()
+            if getattr(self, "_ray_started", False):  # the Ray this server started (never a joined cluster's)
+                import ray
+
+                ray.shutdown()
+                self._ray_started = False
 
     # -- lookups
     def get(self, name: str, snapshot: Snapshot | None = None) -> ServedIndex:
@@ -375,8 +408,15 @@ class Registry:
                     raise InputError(f"index {name!r} is an in-memory exact index over embeddings and cannot be "
                                      f"changed: build an index from them with `annrec index build` to get a "
                                      f"writable one")
-                raise InputError(f"index {name!r} is read-only (its folder {srv.path} is not writable, or it is a "
-                                 f"sharded index): serve a writable copy")
+                if self.settings.read_only:
+                    raise InputError(f"writes are disabled: this server runs with read_only (--read-only); send "
+                                     f"writes to a server without it")
+                if srv.index.backend == "sharded":
+                    raise InputError(f"index {name!r} is a sharded index, which is read-only over HTTP: write to its "
+                                     f"embeddings and rebuild it with `annrec index build --shards`, then POST "
+                                     f"/v1/admin/reload")
+                raise InputError(f"index {name!r} is read-only (its folder {srv.path} is not writable): serve a "
+                                 f"writable copy")
             try:
                 return srv, srv.store.submit(write)
             except StoreRetired:

@@ -71,6 +71,14 @@ class ServiceSettings(BaseSettings):
                             "writes share one commit): it survives a power loss; async: answered once committed "
                             "without fsync (SQLite synchronous=NORMAL): it survives a crash of the server, a power "
                             "loss can lose the last writes")
+    read_only: bool = Field(False, description="serve without accepting writes (a read replica); nothing is "
+                                               "written to the model dir")
+    shard_backend: Literal["local", "ray"] = Field("local", description="where the shards of a sharded index "
+                                                                        "run: in the server's process, or in Ray "
+                                                                        "actors (annrec serve --ray)")
+    ray_address: str | None = Field(None, description="the Ray cluster to join with shard_backend ray ('auto', "
+                                                      "'ray://host:10001', host:port); unset: a local Ray on "
+                                                      "127.0.0.1")
     snapshot_every_writes: int = Field(10_000, ge=1, description="logged items after which a new snapshot of the "
                                                                  "index is written in the background")
     snapshot_interval_s: float = Field(60.0, gt=0.0, description="seconds after which a snapshot is written when "
