@@ -158,3 +158,45 @@ def test_a_killed_shard_actor_restarts_and_searches_resume(local_ray, tmp_path):
     local_ray.kill(remote.shards[0].actor, no_restart=False)
     assert (remote.search(Q, 5)[0] == want).all()  # retried until the actor is back
     assert remote.shards[0].info()["pid"] != before
+
+
+TWO_NODES = '''
+import os, sys
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every Ray process on 127.0.0.1
+from pathlib import Path
+import numpy as np
+import ray
+from ray.cluster_utils import Cluster
+from annrec.index import load_index
+from annrec.index.sharded import build_sharded
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+cluster.add_node(num_cpus=1)
+try:
+    ray.init(address=cluster.address, log_to_driver=False)
+    rng = np.random.default_rng(0)
+    x, q = rng.normal(size=(2000, 16)).astype(np.float32), rng.normal(size=(20, 16)).astype(np.float32)
+    path = build_sharded(x, np.arange(2000), "ip", Path(sys.argv[1]), shards=2, backend="faiss", factory="Flat")
+    remote = load_index(path, backend="ray", address=cluster.address)
+    nodes = {s.info()["node_id"] for s in remote.shards}
+    same = bool((remote.search(q, 10)[0] == load_index(path).search(q, 10)[0]).all())
+    print("RESULT", len(nodes), same)
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+'''
+
+
+@pytest.mark.ray
+def test_two_node_cluster_spreads_the_shards_and_answers_like_one_process(tmp_path):
+    """A two-node mini-cluster (``ray.cluster_utils.Cluster``, in its own process): one shard actor per node
+    (``SPREAD``), the same answers as the shards in this process, and no Ray process left behind."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    script = tmp_path / "two_nodes.py"
+    script.write_text(TWO_NODES)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "s")], capture_output=True, text=True,
+                         timeout=240)
+    assert "RESULT 2 True" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]

@@ -44,10 +44,10 @@ def _net(n_items=12, **over):
 
 
 # ------------------------------------------------------------------------------------------ masking
-@pytest.mark.parametrize("attention", [False, True])
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_padding_never_contributes_to_the_loss(cell, attention):
-    net = _net(cell=cell, attention=attention, heads=2)
+@pytest.mark.parametrize("encoder, attention", [("gru", False), ("gru", True), ("lstm", False), ("lstm", True),
+                                                ("transformer", False)])
+def test_padding_never_contributes_to_the_loss(encoder, attention):
+    net = _net(encoder=encoder, attention=attention, n_heads=2, max_len=11)
     rng = np.random.default_rng(0)
     L, H = 6, 2
     lengths = np.array([1, 3, 6, 4])
@@ -285,8 +285,9 @@ def test_now_moves_the_recency_reference(trained):
     assert not np.allclose(a, c)
 
 
-@pytest.mark.parametrize("bad", [dict(max_len=0), dict(max_len=-3), dict(cell="rnn"), dict(factors=0),
-                                 dict(dropout=1.0), dict(loss="bpr"), dict(attention=True, factors=15, heads=2),
+@pytest.mark.parametrize("bad", [dict(max_len=0), dict(max_len=-3), dict(encoder="rnn"), dict(factors=0),
+                                 dict(dropout=1.0), dict(loss="bpr"), dict(attention=True, factors=15, n_heads=2),
+                                 dict(training="sliding"), dict(max_chunks_per_user=-1),
                                  dict(nonsense=1)])
 def test_bad_hyper_parameters(bad):
     with pytest.raises(InputError):
@@ -340,8 +341,8 @@ def test_early_stopping_and_refit_record_their_history(log):
 
 
 def test_training_is_reproducible_with_a_seed(log):
-    a = S.SequenceTrainer(**tiny_params(epochs=2, attention=True, heads=2)).fit(log).to_embeddings()
-    b = S.SequenceTrainer(**tiny_params(epochs=2, attention=True, heads=2)).fit(log).to_embeddings()
+    a = S.SequenceTrainer(**tiny_params(epochs=2, attention=True, n_heads=2)).fit(log).to_embeddings()
+    b = S.SequenceTrainer(**tiny_params(epochs=2, attention=True, n_heads=2)).fit(log).to_embeddings()
     np.testing.assert_array_equal(a.vectors, b.vectors)
 
 

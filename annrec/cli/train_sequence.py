@@ -1,4 +1,5 @@
-"""``annrec train sequence`` (the RNN sequence recommender) and ``annrec recommend-next ITEM_ID…``."""
+"""``annrec train sequence`` (the sequence recommender: GRU, LSTM or transformer) and ``annrec recommend-next
+ITEM_ID…``."""
 
 from __future__ import annotations
 
@@ -30,21 +31,31 @@ def train_sequence(
     timestamp_col: TimestampColOpt = None,
     items: ItemsOpt = None,
     items_id_col: ItemsIdColOpt = "item_id",
-    cell: str = typer.Option(_D.cell, "--cell", help="Recurrent cell: gru or lstm."),
-    layers: int = typer.Option(_D.layers, "--layers", help="Stacked RNN layers."),
-    factors: int = typer.Option(_D.factors, "--factors", help="Hidden units of the RNN (query/item vectors have "
-                                "factors + 1 dimensions)."),
+    encoder: str = typer.Option(_D.encoder, "--encoder", help="Sequence encoder: gru, lstm or transformer "
+                                "(SASRec-style causal self-attention)."),
+    cell: str | None = hidden_option("--cell"),
+    n_layers: int = typer.Option(_D.n_layers, "--n-layers", help="Stacked RNN layers or transformer blocks."),
+    layers: int | None = hidden_option("--layers"),
+    factors: int = typer.Option(_D.factors, "--factors", help="Hidden units of the encoder (query/item vectors "
+                                "have factors + 1 dimensions)."),
     units: int | None = hidden_option("--units"),
     item_dim: int = typer.Option(_D.item_dim, "--item-dim", help="Item embedding size."),
     dropout: float = typer.Option(_D.dropout, "--dropout", help="Dropout on embeddings, between layers, before the "
                                   "output layer."),
     attention: bool = typer.Option(_D.attention, "--attention/--no-attention", help="Causal self-attention over the "
-                                   "RNN outputs."),
-    heads: int = typer.Option(_D.heads, "--heads", help="Attention heads (units must be divisible by it)."),
+                                   "RNN outputs (gru/lstm)."),
+    n_heads: int = typer.Option(_D.n_heads, "--n-heads", help="Attention heads of the transformer and of "
+                                "--attention (must divide --factors)."),
+    heads: int | None = hidden_option("--heads"),
     recency: bool = typer.Option(_D.recency, "--recency/--no-recency", help="Recency-bucket embedding of each event."),
     n_buckets: int = typer.Option(_D.n_buckets, "--buckets", help="Recency buckets (days before the last event)."),
     bucket_scheme: str = typer.Option(_D.bucket_scheme, "--bucket-scheme", help="Recency bin edges: log or quantile."),
-    max_len: int = typer.Option(_D.max_len, "--max-len", help="Events per input window (front-padded)."),
+    max_len: int = typer.Option(_D.max_len, "--max-len", help="Events per training sequence and per query "
+                                "(front-padded; the transformer's positional table)."),
+    training: str = typer.Option(_D.training, "--training", help="all_positions (each history in chunks of "
+                                 "--max-len, loss at every position) or windows (one window per cut point)."),
+    max_chunks_per_user: int = typer.Option(_D.max_chunks_per_user, "--max-chunks-per-user", help="all_positions: "
+                                            "keep each user's last N chunks (0 = all; 1 = the last --max-len events)."),
     horizon: int = typer.Option(_D.horizon, "--horizon", help="At least this many future items are each cut "
                                 "point's targets (1 = the next item)."),
     horizon_fraction: float = typer.Option(_D.horizon_fraction, "--horizon-fraction", help="...and this share of "
@@ -53,19 +64,21 @@ def train_sequence(
                                     "(0 = no limit)."),
     mask_seen: bool = typer.Option(_D.mask_seen, "--mask-seen/--no-mask-seen", help="Leave the user's earlier items "
                                    "out of the softmax (full softmax only)."),
-    stride: int = typer.Option(_D.stride, "--stride", help="A training window ends every STRIDE events of a history."),
-    train_last: int = typer.Option(_D.train_last, "--train-last", help="Loss on the last N positions of each window "
-                                   "(0 = all)."),
-    max_windows_per_user: int = typer.Option(_D.max_windows_per_user, "--max-windows-per-user", help="Draw at most "
-                                             "this many windows of each user per epoch (0 = all)."),
-    loss: str = typer.Option(_D.loss, "--loss", help="full (softmax over all items) or sampled (sampled softmax)."),
+    stride: int = typer.Option(_D.stride, "--stride", help="windows: a training window ends every STRIDE events of "
+                               "a history."),
+    train_last: int = typer.Option(_D.train_last, "--train-last", help="windows: loss on the last N positions of "
+                                   "each window (0 = all)."),
+    max_windows_per_user: int = typer.Option(_D.max_windows_per_user, "--max-windows-per-user", help="windows: draw "
+                                             "at most this many windows of each user per epoch (0 = all)."),
+    loss: str = typer.Option(_D.loss, "--loss", help="full (softmax over all items), sampled (sampled softmax) or "
+                             "in_batch (the batch's targets as negatives)."),
     negatives: int = typer.Option(_D.negatives, "--negatives", help="Negatives per batch for --loss sampled."),
     negative: int | None = hidden_option("--negative"),
     lr: float = typer.Option(_D.lr, "--lr", help="AdamW learning rate."),
     lr_decay: float = typer.Option(_D.lr_decay, "--lr-decay", help="Multiply the learning rate by this after every "
                                    "epoch (1 = constant)."),
     weight_decay: float = typer.Option(_D.weight_decay, "--weight-decay", help="AdamW weight decay."),
-    batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Windows per batch."),
+    batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Sequences (chunks or windows) per batch."),
     epochs: int = typer.Option(_D.epochs, "--epochs", help="Maximum epochs (early stopping picks the best)."),
     patience: int = typer.Option(_D.patience, "--patience", help="Epochs without a better validation Recall@10 "
                                  "before stopping."),
@@ -86,7 +99,7 @@ def train_sequence(
     out: Path = typer.Option(..., "--out", help="Embeddings folder to write (replaced atomically)."),
     json_path: Path | None = json_option(),
 ) -> None:
-    """Train the RNN sequence recommender (item + recency embeddings, GRU/LSTM, optional attention).
+    """Train the sequence recommender (item + recency embeddings, GRU/LSTM/transformer encoder).
 
     The artifact (metric ip) holds the item vectors (output-layer row and bias of each item) and the encoder that
     turns a sequence into a query (final hidden state and a constant 1); index it with `annrec index build` and
@@ -97,9 +110,13 @@ def train_sequence(
     factors = deprecated_flag(units, "--units", "--factors", factors)
     negatives = deprecated_flag(negative, "--negative", "--negatives", negatives)
     num_threads = deprecated_flag(threads, "--threads", "--num-threads", num_threads)
-    trainer = SequenceTrainer(cell=cell, layers=layers, factors=factors, item_dim=item_dim, dropout=dropout,
-                              attention=attention, heads=heads, recency=recency, n_buckets=n_buckets,
-                              bucket_scheme=bucket_scheme, max_len=max_len, horizon=horizon,
+    encoder = deprecated_flag(cell, "--cell", "--encoder", encoder)
+    n_layers = deprecated_flag(layers, "--layers", "--n-layers", n_layers)
+    n_heads = deprecated_flag(heads, "--heads", "--n-heads", n_heads)
+    trainer = SequenceTrainer(encoder=encoder, n_layers=n_layers, factors=factors, item_dim=item_dim, dropout=dropout,
+                              attention=attention, n_heads=n_heads, recency=recency, n_buckets=n_buckets,
+                              bucket_scheme=bucket_scheme, max_len=max_len, training=training,
+                              max_chunks_per_user=max_chunks_per_user, horizon=horizon,
                               horizon_fraction=horizon_fraction, max_horizon=max_horizon, mask_seen=mask_seen,
                               stride=stride, train_last=train_last, max_windows_per_user=max_windows_per_user,
                               loss=loss, negatives=negatives, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
@@ -123,7 +140,8 @@ def train_sequence(
         figures["topn"] = evaluate_topn(trainer.recommend_fn(), data, test, 10)
     emb.manifest["figures"] = figures
     emb.save(out)
-    console.print(f"[bold]sequence[/] {len(emb)} items -> {out} (dim {emb.dim}, metric ip), trained in "
+    console.print(f"[bold]sequence[/] ({trainer.config.encoder}, {trainer.config.training}) {len(emb)} items -> "
+                  f"{out} (dim {emb.dim}, metric ip), trained in "
                   f"{seconds:.1f} s on {trainer.device} (best epoch {trainer.result.best_epoch})")
     if "topn" in figures:
         m = figures["topn"]
@@ -157,7 +175,8 @@ def recommend_next_cmd(
     json_path: Path | None = json_option(),
     model: Path | None = deprecated_option("--model"),
 ) -> None:
-    """Next-item recommendations after a sequence of items (maximum inner product search with its RNN state)."""
+    """Next-item recommendations after a sequence of items (maximum inner product search with its encoder's final
+    state)."""
     model = resolve_deprecated(embeddings, model, "--embeddings", "--model", required=True)
     from annrec.embeddings import Embeddings
     from annrec.index import load_index

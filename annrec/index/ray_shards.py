@@ -106,7 +106,9 @@ def _actor_class():
             self.shard.save()
 
         def info(self):
-            return {**self.shard.info(), "pid": os.getpid()}
+            import ray
+
+            return {**self.shard.info(), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
         def reload(self):
             self.shard.reload()

@@ -11,50 +11,74 @@ import numpy as np
 from annrec.errors import InputError
 
 __all__ = ["SequenceConfig", "DAY_SECONDS", "EXTRA_PREFIX", "PAD", "FUTURE_TOLERANCE_S", "RENAMED",
-           "config_from_stored"]
+           "ENCODERS", "TRAINING_MODES", "LOSSES", "config_from_stored"]
 
 DAY_SECONDS = 86_400
 EXTRA_PREFIX = "sequence/"
 PAD = 0  # index 0 of the item and recency-bucket embeddings is padding; items are item_idx + 1
 FUTURE_TOLERANCE_S = 300  # timestamps up to 5 minutes past "now" are accepted (clock skew)
+#: the encoders behind :class:`SequenceConfig` ``encoder``
+ENCODERS = ("gru", "lstm", "transformer")
+#: ``training``: one sequence per chunk of a history, loss on every position / one window per cut point
+TRAINING_MODES = ("all_positions", "windows")
+#: ``loss``: softmax over the catalogue / sampled softmax / in-batch negatives (both log-Q corrected)
+LOSSES = ("full", "sampled", "in_batch")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 # ---------------------------------------------------------------------------------------------- config
 @dataclass
 class SequenceConfig:
-    """Hyper-parameters of :class:`SequenceTrainer` (defaults chosen on the validation split of ml-latest-small).
+    """Hyper-parameters of :class:`SequenceTrainer` (defaults chosen on the validation split of ml-latest-small
+    unless a source is named).
 
-    Model: ``cell`` ``"gru"``/``"lstm"``, ``layers`` stacked RNN layers of ``units`` hidden units,
-    ``item_dim`` item-embedding size, ``recency`` on/off with ``recency_dim`` and ``n_buckets`` (100, as in
-    the retailer's design) recency bins spaced by ``bucket_scheme`` (``"log"``: 1 hour .. the longest history,
+    Encoder (:data:`ENCODERS`): ``encoder`` ``"gru"``/``"lstm"`` (a recurrent net, GRU4Rec, Hidasi et al. 2016)
+    or ``"transformer"`` (SASRec-style causal self-attention, Kang & McAuley 2018: learned positional embeddings,
+    a table of ``max_len`` rows, pre-layer-norm blocks); ``n_layers`` stacked layers (RNN layers or transformer
+    blocks; 1 — SASRec uses 2), ``factors`` hidden units (= the query / item vector size minus one),
+    ``item_dim`` item-embedding size, ``recency`` on/off with ``recency_dim`` and ``n_buckets`` (100, as in the
+    retailer's design) recency bins spaced by ``bucket_scheme`` (``"log"``: 1 hour .. the longest history,
     log-spaced; ``"quantile"``: quantiles of the training events' recency), ``dropout`` (on embeddings, between
-    RNN layers and before the output layer), ``attention`` (one causal multi-head self-attention block with
-    ``heads`` heads and a residual connection + layer norm over the RNN outputs).
+    layers, in attention and before the output layer), ``n_heads`` attention heads (must divide ``factors``)
+    of the transformer and of the RNN's optional ``attention`` block (one causal multi-head self-attention
+    layer with a residual connection + layer norm over the RNN outputs; RNN encoders only).
 
-    Data: ``max_len`` events per window (front-padded; 20 = the 80th percentile of sequence length in that
-    design), windows cut every ``stride`` events of each history, loss on the last ``train_last`` positions
-    of each window (``0``: all positions, the classic "target = input shifted by one"), ``horizon`` future
-    items per position as targets — at least ``horizon``, and ``horizon_fraction`` of the events so far (0.25
-    mimics the top-N protocol, whose truth is the next 20% = a quarter of the 80% input), at most ``max_horizon``;
-    ``max_windows_per_user`` (> 0) draws at most that many windows of each user per epoch; ``mask_seen``
-    leaves the items already in the user's history out of the softmax (as the top-N protocol leaves them out
-    of the ranking; full softmax only).
+    Training (``training``, see :data:`TRAINING_MODES`): ``"all_positions"`` (GRU4Rec / SASRec style)
+    cuts each user's history into non-overlapping chunks of ``max_len`` events, the last chunk ending at the
+    history's end, and puts the loss on every position of a chunk in one forward pass;
+    ``max_chunks_per_user`` (> 0) keeps only each user's last N chunks (1 = the last ``max_len`` events, as
+    in SASRec). ``"windows"`` (default: with the tuned defaults it reaches Recall@10 0.158 on the temporal protocol, where
+    ``all_positions`` reached 0.078 untuned — ``docs/sequence.md``): the windows of ``max_len`` events before every ``stride``-th cut point, loss on
+    their last ``train_last`` positions (``0``: all positions); ``max_windows_per_user`` (> 0) draws at most
+    that many windows of each user per epoch. Both are front-padded (20 events = the 80th percentile of
+    sequence length in the retailer's design). Targets of a position: the ``horizon`` next items — at least
+    ``horizon``, and ``horizon_fraction`` of the events so far (0.25 mimics the top-N protocol, whose truth is
+    the next 20% = a quarter of the 80% input), at most ``max_horizon``; ``mask_seen`` leaves the items
+    already in the user's history up to that position out of the softmax (as the top-N protocol leaves them
+    out of the ranking; full softmax only).
 
-    Optimisation: ``loss`` ``"full"`` (softmax over the whole catalogue) or ``"sampled"`` (``n_negatives``
-    shared negatives drawn from the unigram^0.75 distribution, log-Q corrected), AdamW (``lr`` multiplied by
-    ``lr_decay`` after every epoch, ``weight_decay``), ``batch_size`` windows, at most ``epochs`` epochs, early stopping after ``patience``
-    epochs without a better validation Recall@10 on a split of the training events: ``val_split``
-    ``"temporal"`` holds out the last ``val_fraction`` of each user's events (the top-N protocol), ``"last"``
-    each user's last event (leave-last-one); ``val_fraction`` 0 turns early stopping off. ``refit`` then
-    retrains on all training events for the best epoch count.
+    Optimisation: ``loss`` ``"full"`` (softmax over the whole catalogue), ``"sampled"`` (``negatives`` shared
+    negatives drawn from the unigram^0.75 distribution, log-Q corrected; Bengio & Senécal 2008) or
+    ``"in_batch"`` (the batch's own target items are the negatives, log-Q corrected by the probability of an
+    item being among them; Yi et al. 2019), AdamW (``lr`` multiplied by ``lr_decay`` after every epoch,
+    ``weight_decay``), ``batch_size`` sequences (windows or chunks), at most ``epochs`` epochs, early stopping
+    after ``patience`` epochs without a better validation Recall@10 on a split of the training events:
+    ``val_split`` ``"temporal"`` holds out the last ``val_fraction`` of each user's events (the top-N
+    protocol), ``"last"`` each user's last event (leave-last-one); ``val_fraction`` 0 turns early stopping off.
+    ``refit`` then retrains on all training events for the best epoch count.
     ``seed`` fixes initialisation and shuffling; ``device`` ``None`` picks CUDA when present; ``num_threads``
     (``None``: the machine's cores) is passed to ``torch.set_num_threads`` during fit; ``show_progress`` shows
-    progress bars and per-epoch lines. Spellings of earlier releases: ``units`` (now ``factors``, the hidden
-    units), ``n_negatives`` (``negatives``), ``threads`` (``num_threads``), ``progress`` (``show_progress``).
+    progress bars and per-epoch lines. Spellings of earlier releases (:data:`RENAMED`, accepted by
+    :class:`SequenceTrainer` with a ``DeprecationWarning``): ``cell`` (now ``encoder``), ``layers``
+    (``n_layers``), ``heads`` (``n_heads``), ``units`` (``factors``), ``n_negatives`` (``negatives``),
+    ``threads`` (``num_threads``), ``progress`` (``show_progress``).
     """
 
-    cell: str = "gru"
-    layers: int = 1
+    encoder: str = "gru"
+    n_layers: int = 1
     factors: int = 256
     item_dim: int = 64
     recency: bool = True
@@ -63,8 +87,10 @@ class SequenceConfig:
     bucket_scheme: str = "log"
     dropout: float = 0.4
     attention: bool = False
-    heads: int = 2
+    n_heads: int = 2
     max_len: int = 20
+    training: str = "windows"
+    max_chunks_per_user: int = 0
     stride: int = 1
     train_last: int = 1
     horizon: int = 1
@@ -94,8 +120,11 @@ class SequenceConfig:
             if not cond:
                 raise InputError(msg)
 
-        need(self.cell in ("gru", "lstm"), f"cell must be 'gru' or 'lstm'; got {self.cell!r}")
-        for name in ("layers", "factors", "item_dim", "recency_dim", "heads", "stride", "horizon", "batch_size",
+        need(self.encoder in ENCODERS, f"unknown encoder {self.encoder!r}: use one of "
+             f"{', '.join(repr(e) for e in ENCODERS)}")
+        need(self.training in TRAINING_MODES, f"unknown training mode {self.training!r}: use one of "
+             f"{', '.join(repr(t) for t in TRAINING_MODES)}")
+        for name in ("n_layers", "factors", "item_dim", "recency_dim", "n_heads", "stride", "horizon", "batch_size",
                      "epochs", "negatives"):
             v = getattr(self, name)
             need(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1,
@@ -115,28 +144,30 @@ class SequenceConfig:
              f"train_last must be an integer >= 0 (0 = every position); got {self.train_last!r}")
         need(0.0 <= float(self.horizon_fraction) <= 1.0, f"horizon_fraction must lie in [0, 1]; got "
              f"{self.horizon_fraction!r}")
-        for name in ("max_horizon", "max_windows_per_user"):
+        for name in ("max_horizon", "max_windows_per_user", "max_chunks_per_user"):
             v = getattr(self, name)
             need(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0,
                  f"{name} must be an integer >= 0 (0 = no limit); got {v!r}")
         need(0.0 <= float(self.dropout) < 1.0, f"dropout must lie in [0, 1); got {self.dropout!r}")
         need(self.val_split in ("temporal", "last"), f"val_split must be 'temporal' or 'last'; got "
              f"{self.val_split!r}")
-        need(self.loss in ("full", "sampled"), f"loss must be 'full' or 'sampled'; got {self.loss!r}")
+        need(self.loss in LOSSES, f"unknown loss {self.loss!r}: use one of {', '.join(repr(x) for x in LOSSES)}")
         need(float(self.lr) > 0 and float(self.weight_decay) >= 0, "lr must be > 0 and weight_decay >= 0")
         need(0.0 < float(self.lr_decay) <= 1.0, f"lr_decay must lie in (0, 1]; got {self.lr_decay!r}")
         need(isinstance(self.patience, (int, np.integer)) and self.patience >= 0,
              f"patience must be an integer >= 0; got {self.patience!r}")
         need(0.0 <= float(self.val_fraction) < 1.0, f"val_fraction must lie in [0, 1) (0 = no early stopping); "
              f"got {self.val_fraction!r}")
-        if self.attention:
-            need(self.factors % self.heads == 0, f"factors ({self.factors}) must be divisible by heads ({self.heads})")
+        if self.encoder == "transformer" or self.attention:
+            need(self.factors % self.n_heads == 0, f"n_heads ({self.n_heads}) must divide the hidden size factors "
+                 f"({self.factors}): each head gets factors / n_heads dimensions; valid n_heads for factors "
+                 f"{self.factors}: {', '.join(str(d) for d in _divisors(int(self.factors)))}")
         return self
 
     def model_dict(self) -> dict[str, Any]:
-        """The fields that shape the network (stored in the artifact)."""
-        keys = ("cell", "layers", "factors", "item_dim", "recency", "recency_dim", "n_buckets", "bucket_scheme",
-                "dropout", "attention", "heads", "max_len")
+        """The fields that shape the network, and the training mode (stored in the artifact's ``config.json``)."""
+        keys = ("encoder", "n_layers", "factors", "item_dim", "recency", "recency_dim", "n_buckets",
+                "bucket_scheme", "dropout", "attention", "n_heads", "max_len", "training")
         return {k: getattr(self, k) for k in keys}
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,11 +176,14 @@ class SequenceConfig:
 
 
 #: spellings of earlier releases -> field names
-RENAMED = {"units": "factors", "n_negatives": "negatives", "threads": "num_threads", "progress": "show_progress"}
+RENAMED = {"units": "factors", "n_negatives": "negatives", "threads": "num_threads", "progress": "show_progress",
+           "cell": "encoder", "layers": "n_layers", "heads": "n_heads"}
 
 
 def config_from_stored(config: dict[str, Any]) -> SequenceConfig:
-    """The :class:`SequenceConfig` of an artifact's ``config.json`` (old artifacts spell ``factors`` ``units``)."""
-    known = {RENAMED.get(k, k): v for k, v in config.items()}
+    """The :class:`SequenceConfig` of an artifact's ``config.json`` (old artifacts use the spellings of
+    :data:`RENAMED`: ``units``, ``cell``, ``layers``, ``heads``). Artifacts written before the training modes
+    existed were trained on windows."""
+    known = {"training": "windows", **{RENAMED.get(k, k): v for k, v in config.items()}}
     return SequenceConfig(**{k: v for k, v in known.items() if k in SequenceConfig.__dataclass_fields__})
 

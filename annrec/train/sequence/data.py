@@ -13,7 +13,7 @@ from annrec.train.sequence.config import DAY_SECONDS, PAD
 if TYPE_CHECKING:  # pragma: no cover
     from annrec.data import Interactions
 
-__all__ = ["recency_bucket_edges", "recency_buckets", "build_windows", "seen_pairs"]
+__all__ = ["recency_bucket_edges", "recency_buckets", "build_windows", "build_chunks", "seen_pairs"]
 
 
 # ---------------------------------------------------------------------------------------------- recency
@@ -89,22 +89,38 @@ class _Histories:
         return (last - self.ts) / DAY_SECONDS
 
 
-def build_windows(hist: _Histories, max_len: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+def build_windows(hist: _Histories, max_len: int, stride: int, max_per_user: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """The training windows: ``(user, end)`` pairs, ``end`` exclusive, one every ``stride`` events.
 
     For a history of ``n`` events the windows end at ``n-1, n-1-stride, …, >= 1`` (each has at least one
-    input event and one target). Returns two int64 arrays of equal length.
+    input event and one target); ``max_per_user`` > 0 keeps each user's last that many. Returns two int64
+    arrays of equal length.
     """
     users, ends = [], []
     for u, n in enumerate(hist.lengths.tolist()):
         if n < 2:
             continue
         e = np.arange(n - 1, 0, -stride, dtype=np.int64)
+        if max_per_user:
+            e = e[:max_per_user]
         users.append(np.full(len(e), u, dtype=np.int64))
         ends.append(e)
     if not users:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     return np.concatenate(users), np.concatenate(ends)
+
+
+def build_chunks(hist: _Histories, max_len: int, max_chunks_per_user: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The sequences of all-positions training: ``(user, end)`` pairs, ``end`` exclusive, cutting each history
+    into non-overlapping chunks of ``max_len`` input events.
+
+    For a history of ``n`` events the chunks end at ``n-1, n-1-max_len, n-1-2*max_len, …, >= 1`` (the last event
+    is only a target; the earliest chunk may be shorter and is front-padded), so every event but the first is
+    the next-item target of exactly one input position per epoch. ``max_chunks_per_user`` > 0 keeps each
+    user's last that many chunks (1 = the last ``max_len`` events). Returns two int64 arrays of equal length.
+    """
+    return build_windows(hist, max_len, max_len, max_chunks_per_user)
 
 
 def _window_batch(hist: _Histories, users: np.ndarray, ends: np.ndarray, max_len: int, horizon: int,

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from annrec.errors import ArtifactError, InputError, UnknownIdError
-from annrec.train.sequence.config import DAY_SECONDS, EXTRA_PREFIX, FUTURE_TOLERANCE_S, SequenceConfig, config_from_stored
+from annrec.train.sequence.config import (DAY_SECONDS, ENCODERS, EXTRA_PREFIX, FUTURE_TOLERANCE_S, SequenceConfig,
+                                          config_from_stored)
 from annrec.train.sequence.data import recency_buckets
-from annrec.train.sequence.model import _build_net, _torch
+from annrec.train.sequence.model import _build_net, _torch, load_state, state_encoder
 
 if TYPE_CHECKING:  # pragma: no cover
     from annrec.embeddings import Embeddings
@@ -27,12 +28,13 @@ __all__ = ["SequenceQueryEncoder", "query_encoder_from_embeddings", "encoder_fil
 
 # ---------------------------------------------------------------------------------------------- artifact
 def encoder_files(net, cfg: SequenceConfig, item_ids: np.ndarray, edges: np.ndarray | None) -> dict[str, bytes]:
-    """The ``extra/sequence/*`` files of the artifact: ``state_dict.pt``, ``config.json``, ``vocab.json``,
-    ``bucket_edges.json``."""
+    """The ``extra/sequence/*`` files of the artifact: ``state_dict.pt``, ``config.json`` (the encoder and every
+    field that shapes the net: :meth:`SequenceConfig.model_dict`, plus ``n_items`` and ``format``),
+    ``vocab.json``, ``bucket_edges.json``."""
     torch = _torch()
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
-    config = dict(cfg.model_dict(), n_items=int(len(item_ids)), format=1)
+    config = dict(cfg.model_dict(), n_items=int(len(item_ids)), format=2)
     return {
         EXTRA_PREFIX + "state_dict.pt": buf.getvalue(),
         EXTRA_PREFIX + "config.json": json.dumps(config, indent=2).encode(),
@@ -52,7 +54,7 @@ class SequenceQueryEncoder:
 
     * unknown item ids are **ignored** (their timestamps too) with one warning naming them; when no known item
       is left an :class:`~annrec.errors.UnknownIdError` is raised;
-    * only the last ``max_len`` known events are read (the model was trained on windows of that length);
+    * only the last ``max_len`` known events are read (the model was trained on sequences of that length);
     * ``timestamps`` (Unix seconds, one per item, non-decreasing) give the recency buckets, measured from
       ``now`` (default: the last timestamp, as in training). Without timestamps every event is taken as
       recent (recency 0) and a warning says so (when the model uses recency).
@@ -164,13 +166,32 @@ def _check_timestamps(timestamps, n: int, now: int | None) -> np.ndarray | None:
     return a
 
 
-def query_encoder_from_embeddings(emb: Embeddings, device: str | None = None) -> SequenceQueryEncoder:
+def query_encoder_from_embeddings(emb: Embeddings, device: str | None = None, max_len: int | None = None,
+                                  encoder: str | None = None) -> SequenceQueryEncoder:
     """Rebuild the sequence encoder stored in a ``trainer == "sequence"`` :class:`Embeddings` artifact.
 
+    The network is rebuilt from ``extra/sequence/config.json`` (its ``encoder`` and the fields that shape it;
+    artifacts of earlier releases spell the encoder ``cell``) and loaded from ``state_dict.pt``.
+
+    Args:
+        device: torch device (default: CUDA when present).
+        max_len: read the last ``max_len`` events of a sequence instead of the trained window length (RNNs:
+            any length >= 1; the transformer: at most its positional table, the trained ``max_len``).
+        encoder: the encoder the caller expects (``"gru"``, ``"lstm"``, ``"transformer"``); default: whatever
+            the artifact holds.
+
     Raises:
-        ArtifactError: not a sequence artifact, missing/corrupt ``extra/sequence/*`` files, or a checkpoint
-            whose vocabulary or output layer does not match the artifact's item ids and vectors.
+        ArtifactError: not a sequence artifact, missing/corrupt ``extra/sequence/*`` files, a checkpoint whose
+            weights are of another encoder than its config says, or whose vocabulary or output layer does not
+            match the artifact's item ids and vectors.
+        InputError: ``encoder`` is not a valid name or not the artifact's encoder; ``max_len`` < 1 or larger
+            than the transformer's positional table.
     """
+    if encoder is not None and encoder not in ENCODERS:
+        raise InputError(f"unknown encoder {encoder!r}: use one of {', '.join(repr(e) for e in ENCODERS)}")
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer))
+                                or max_len < 1):
+        raise InputError(f"max_len must be an integer >= 1 (events read per sequence); got {max_len!r}")
     torch = _torch()
     trainer = emb.manifest.get("trainer")
     if trainer not in (None, "sequence"):
@@ -197,12 +218,32 @@ def query_encoder_from_embeddings(emb: Embeddings, device: str | None = None) ->
     try:
         cfg = config_from_stored(config)
         cfg.validate()
+    except (TypeError, InputError) as e:
+        raise ArtifactError(f"the sequence encoder config is invalid ({e}): re-run `annrec train sequence`") from None
+    held = state_encoder(state)
+    if held is not None and held != cfg.encoder:
+        raise ArtifactError(f"the checkpoint holds a {held!r} encoder but its config.json says {cfg.encoder!r}: the "
+                            f"files come from different trainings; re-run `annrec train sequence`")
+    if encoder is not None and encoder != cfg.encoder:
+        raise InputError(f"this artifact holds a {cfg.encoder!r} encoder, not a {encoder!r} one: load it with "
+                         f"encoder={cfg.encoder!r} or None (valid encoders: {', '.join(repr(e) for e in ENCODERS)})")
+    if cfg.encoder == "transformer" and "pos_emb.weight" in state:
+        table = int(state["pos_emb.weight"].shape[0])
+        if cfg.max_len != table:
+            raise ArtifactError(f"the transformer checkpoint's positional table has {table} positions but its "
+                                f"config.json says max_len {cfg.max_len}: re-run `annrec train sequence`")
+        if max_len is not None and max_len > table:
+            raise InputError(f"max_len {max_len} is larger than the transformer's positional table ({table} "
+                             f"positions = the max_len it was trained with): use max_len <= {table}")
+    try:
         n_bucket_ids = (len(edges) + 2) if edges is not None else 2
         net = _build_net(int(config["n_items"]), n_bucket_ids, cfg)
-        net.load_state_dict(state)
+        load_state(net, state)
     except (KeyError, TypeError, RuntimeError, InputError) as e:
         raise ArtifactError(f"the sequence checkpoint does not fit its config ({e}): re-run "
                             f"`annrec train sequence`") from None
+    if max_len is not None:
+        config = dict(config, max_len=int(max_len))
     w = net.out.weight.detach().numpy()
     b = net.out.bias.detach().numpy()
     if w.shape[0] != len(emb) or w.shape[1] + 1 != emb.dim:

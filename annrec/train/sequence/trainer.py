@@ -1,4 +1,5 @@
-"""The sequence recommender's trainer: sliding windows of each user's history -> the network -> Embeddings."""
+"""The sequence recommender's trainer: each user's history (all-positions chunks or sliding windows) -> the
+network -> Embeddings."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from annrec.errors import InputError
 from annrec.train.base import RecommendFn, Trainer, check_interactions, renamed_params, resolve_device, torch_threads
 from annrec.train.sequence.config import RENAMED, SequenceConfig
-from annrec.train.sequence.data import (_Histories, _history_windows, _window_batch, build_windows,
+from annrec.train.sequence.data import (_Histories, _history_windows, _window_batch, build_chunks, build_windows,
                                         recency_bucket_edges, seen_pairs)
 from annrec.train.sequence.encoder import encoder_files
 from annrec.train.sequence.model import _build_net, _torch, masked_loss
@@ -36,7 +37,7 @@ class TrainResult:
 
 
 class SequenceTrainer(Trainer):
-    """Trains the RNN sequence recommender on an :class:`~annrec.data.Interactions` log.
+    """Trains the sequence recommender (GRU, LSTM or transformer encoder) on an :class:`~annrec.data.Interactions` log.
 
     Follows :class:`annrec.train.base.Trainer`: ``SequenceTrainer(**hyper_parameters).fit(train) -> self``,
     ``to_embeddings() -> Embeddings``; hyper-parameters are the fields of :class:`SequenceConfig` (pass a
@@ -44,8 +45,12 @@ class SequenceTrainer(Trainer):
     trained network (eval mode), ``self.edges`` the recency bucket edges, ``self.result`` the training history
     and ``self.device`` the torch device it ran on.
 
+    Old spellings of hyper-parameters (``cell``, ``layers``, ``heads``, ``units``, …; see
+    :data:`~annrec.train.sequence.config.RENAMED`) are accepted with a ``DeprecationWarning``.
+
     Raises:
-        InputError: a bad hyper-parameter (e.g. ``max_len`` <= 0) or a log without usable sequences.
+        InputError: a bad hyper-parameter (e.g. ``max_len`` <= 0, an unknown ``encoder``, ``n_heads`` not
+            dividing ``factors``) or a log without usable sequences.
     """
 
     name = "sequence"
@@ -194,7 +199,10 @@ class SequenceTrainer(Trainer):
                          "seconds": round(self.result.seconds, 2),
                          "refit_seconds": round(self.result.refit_seconds, 2),
                          "history": self.result.history, "device": str(self.device)},
-            "serving": "maximum inner product search: item [w_i, b_i], query [h, 1] (final hidden state)",
+            "encoder": {k: cfg.model_dict()[k] for k in ("encoder", "n_layers", "n_heads", "factors", "max_len",
+                                                           "training")},
+            "serving": f"maximum inner product search: item [w_i, b_i], query [h, 1] (final hidden state of the "
+                       f"{cfg.encoder} encoder)",
         }
         extra = encoder_files(self.net, cfg, train.item_ids, self.edges)
         return Embeddings(vectors=self.item_vectors(), ids=train.item_ids, metric="ip", queries=queries,
@@ -220,11 +228,13 @@ class SequenceTrainer(Trainer):
 
     def _epoch(self, hist: _Histories, users: np.ndarray, ends: np.ndarray, perm: np.ndarray, opt,
                neg_kw: dict[str, Any], desc: str) -> tuple[float, int]:
-        """One pass over the windows ``perm``; returns (sum of batch losses x batch sizes, windows)."""
+        """One pass over the sequences (windows or chunks) ``perm``; returns (sum of batch losses x batch sizes,
+        sequences)."""
         torch = _torch()
         from tqdm.auto import tqdm
 
         cfg = self.config
+        train_last = cfg.train_last if cfg.training == "windows" else 0   # all positions: loss everywhere
         total, count = 0.0, 0
         bar = tqdm(range(0, len(perm), cfg.batch_size), desc=desc, disable=not cfg.show_progress, leave=False,
                    unit="batch")
@@ -232,7 +242,7 @@ class SequenceTrainer(Trainer):
         for s in bar:
             b = perm[s:s + cfg.batch_size]
             x, r, y = _window_batch(hist, users[b], ends[b], cfg.max_len, cfg.horizon, self.edges,
-                                    cfg.train_last, cfg.horizon_fraction, cfg.max_horizon)
+                                    train_last, cfg.horizon_fraction, cfg.max_horizon)
             xt = torch.as_tensor(x, device=self.device)
             rt = torch.as_tensor(r, device=self.device)
             yt = torch.as_tensor(y, device=self.device)
@@ -267,9 +277,12 @@ class SequenceTrainer(Trainer):
         opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
         hist = _Histories.from_interactions(inter)
-        users, ends = build_windows(hist, cfg.max_len, cfg.stride)
+        if cfg.training == "windows":
+            users, ends = build_windows(hist, cfg.max_len, cfg.stride)
+        else:
+            users, ends = build_chunks(hist, cfg.max_len, cfg.max_chunks_per_user)
         if len(users) == 0:
-            raise InputError("no training windows: every user has fewer than two events")
+            raise InputError("no training sequences: every user has fewer than two events")
         neg_kw: dict[str, Any] = {}
         if cfg.loss == "sampled":
             counts = np.bincount(inter.item_idx, minlength=self.n_items).astype(np.float64) + 1.0
@@ -278,13 +291,17 @@ class SequenceTrainer(Trainer):
             qt = torch.as_tensor(q, dtype=torch.float32, device=self.device)
             neg_kw["item_q"] = qt
             neg_kw["item_logq"] = torch.log(qt * cfg.negatives)
+        elif cfg.loss == "in_batch":
+            counts = np.bincount(inter.item_idx, minlength=self.n_items).astype(np.float64) + 1.0
+            neg_kw["item_logq"] = torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32,
+                                                  device=self.device)   # log f: the target distribution
         best, best_state, bad = -1.0, None, 0
         best_epoch = epochs
         label = "train" if validation is not None or not self.result.history else "refit"
         for epoch in range(1, epochs + 1):
             self.net.train()
             perm = rng.permutation(len(users))
-            if cfg.max_windows_per_user:
+            if cfg.max_windows_per_user and cfg.training == "windows":
                 # at most max_windows_per_user random windows of each user this epoch (users weigh more evenly)
                 order = np.lexsort((rng.random(len(users)), users))
                 first = np.searchsorted(users[order], users[order], side="left")
