@@ -1,4 +1,5 @@
-"""``annrec recommend USER_ID`` and ``annrec similar ITEM_ID`` over an Embeddings folder (and an index)."""
+"""``annrec recommend USER_ID``, ``annrec similar ITEM_ID`` and ``annrec recommend-all`` over an Embeddings folder
+(and an index)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 
 import typer
 
-from annrec.cli.apps import (app, console, deprecated_option, embeddings_option, json_option, resolve_deprecated,
-                             write_json_report)
+from annrec.cli.apps import (app, console, deprecated_option, embeddings_option, force_option, json_option,
+                             resolve_deprecated, write_json_report)
 from annrec.cli.index_cmds import item_label, query_params, results_table
 from annrec.errors import InputError
 
@@ -140,3 +141,43 @@ def similar(
 
 
 __all__ = ["recommend", "similar", "open_recommender"]
+
+
+@app.command("recommend-all")
+def recommend_all_cmd(
+    embeddings: Path | None = embeddings_option("Embeddings folder with user vectors (e.g. from `annrec train mf`)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write: a Parquet dataset (user_id, rank, item_id, score) "
+                             "and manifest.json."),
+    index_dir: Path | None = typer.Option(None, "--index", help="Index folder built from --embeddings (default: "
+                                          "exact search)."),
+    k: int = typer.Option(10, "-k", "--k", help="Recommendations per user."),
+    exclude_seen: bool = typer.Option(True, "--exclude-seen/--include-seen",
+                                      help="Leave out (default) or also recommend the items each user already rated."),
+    ef: int | None = typer.Option(None, "--ef", help="efSearch of an HNSW index."),
+    nprobe: int | None = typer.Option(None, "--nprobe", help="nprobe of a FAISS IVF index."),
+    filter: str | None = filter_option(),
+    batch_size: int = typer.Option(512, "--batch-size", help="Users per batch."),
+    ray: bool = typer.Option(False, "--ray", help="Run the batches on Ray Data (map_batches over actors; a local "
+                             "Ray unless --ray-address); needs the ray extra."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join with --ray."),
+    force: bool = force_option(),
+    json_path: Path | None = json_option(),
+) -> None:
+    """Top-k items for every user of the embeddings, written as Parquet (the lists the HTTP API answers)."""
+    from annrec.recommend.offline import recommend_all
+
+    model = resolve_deprecated(embeddings, None, "--embeddings", "--model", required=True)
+    if batch_size <= 0:
+        raise InputError(f"--batch-size must be a positive integer; got {batch_size}")
+    params = None
+    if ef is not None or nprobe is not None:
+        rec, _, _ = open_recommender(model, index_dir)
+        params = query_params(rec.index, ef, nprobe)
+    elif index_dir is not None:
+        open_recommender(model, index_dir)  # the pairing check, before any work
+    manifest = recommend_all(model, out, index=index_dir, k=k, exclude_seen=exclude_seen, filter=filter,
+                             params=params, batch_size=batch_size, backend="ray" if (ray or ray_address) else "local",
+                             ray_address=ray_address, force=force)
+    console.print(f"wrote top-{k} of {manifest['users']} users ({manifest['rows']} rows) to {out} in "
+                  f"{manifest['seconds']:.1f} s ({manifest['backend']})", highlight=False)
+    write_json_report(json_path, {"command": "recommend-all", **manifest, "out": str(out)})
