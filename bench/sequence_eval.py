@@ -85,7 +85,7 @@ def run_protocol(name: str, train, test, variants: list[str], params: dict, k: i
         rows[f"sequence:{v}"] = {**scored,
                                  "seconds": round(secs, 1), "best_epoch": trainer.result.best_epoch,
                                  "best_val_recall@10": trainer.result.best_val_recall,
-                                 "params": {key: p[key] for key in sorted(p) if key != "progress"}}
+                                 "params": {key: p[key] for key in sorted(p) if key != "show_progress"}}
         print(f"[{name}] sequence:{v}: {rows[f'sequence:{v}']}", flush=True)
     out = {"rows": rows, "baseline_source": source}
     if als_params:
@@ -135,7 +135,7 @@ def main() -> None:
                     "validation split; default: the best validation figure of this run)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    params = {"progress": False, **json.loads(args.params)}
+    params = {"show_progress": False, **json.loads(args.params)}
     ml = load_movielens(args.dataset)
     report: dict = {"dataset": args.dataset, "params": params}
     protocols = args.protocols.split(",")

@@ -31,7 +31,7 @@ def main() -> None:
     best: dict[str, float] = {}
     for r in range(args.rounds):
         for c in args.configs:
-            p = {"epochs": args.epochs, "val_fraction": 0.0, "refit": False, "progress": False, **json.loads(c)}
+            p = {"epochs": args.epochs, "val_fraction": 0.0, "refit": False, "show_progress": False, **json.loads(c)}
             t0 = time.perf_counter()
             SequenceTrainer(**p).fit(train)
             s = (time.perf_counter() - t0) / args.epochs

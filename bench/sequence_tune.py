@@ -29,7 +29,7 @@ def main() -> None:
     train, _test = temporal_user_split(ml, 0.2)      # the test half is never used here
     rows = []
     for c in args.configs:
-        params = dict(refit=False, progress=args.progress)
+        params = dict(refit=False, show_progress=args.progress)
         params.update(json.loads(c))
         t0 = time.perf_counter()
         tr = SequenceTrainer(**params)
