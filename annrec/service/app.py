@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 import anyio
 import anyio.to_thread
@@ -54,6 +55,13 @@ async def lifespan(app: FastAPI):
     settings: ServiceSettings = app.state.settings
     reg: Registry = app.state.registry
     app.state.search_limiter = anyio.CapacityLimiter(settings.max_concurrent_searches)
+    app.state.batcher = None
+    if settings.search_batching:
+        from annrec.service.batching import SearchBatcher
+
+        app.state.batcher = SearchBatcher(app.state.search_limiter, max_batch=settings.max_search_batch,
+                                          max_in_flight=max(1, os.cpu_count() or 1),
+                                          on_batch=app.state.metrics.on_batch)
     if not reg.snapshot.indexes:
         await anyio.to_thread.run_sync(reg.load)
     reg.last_reload_token = reg.read_token()

@@ -8,7 +8,7 @@ Exposed at ``GET /metrics`` in the Prometheus text format:
 * ``annrec_http_requests_in_progress``;
 * ``annrec_index_items{index,backend}``, ``annrec_index_dim{index}``, ``annrec_index_memory_bytes{index}``
   (read at scrape time), ``annrec_registry_generation``;
-* ``annrec_index_writes_total{index,op}``, ``annrec_index_snapshot_seconds{index}``, ``annrec_index_snapshot_failures_total``,
+* ``annrec_index_writes_total{index,op}``, ``annrec_search_batch_size``, ``annrec_search_batch_queue_seconds``, ``annrec_index_snapshot_seconds{index}``, ``annrec_index_snapshot_failures_total``,
   ``annrec_reloads_total{result}``.
 
 With ``--workers N`` > 1 each worker process keeps its own figures; the answering worker's are shown.
@@ -68,6 +68,10 @@ class ServiceMetrics:
         self.save_failures = Counter("annrec_index_snapshot_failures_total", "Failed snapshots (the log keeps the writes)",
                                      ["index"], registry=r)
         self.reloads = Counter("annrec_reloads_total", "Admin reloads", ["result"], registry=r)
+        self.batch_size = Histogram("annrec_search_batch_size", "Searches answered together by one batch search "
+                                    "(dynamic batching)", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.batch_queue = Histogram("annrec_search_batch_queue_seconds", "Wait of a batch's oldest search before "
+                                     "its batch started", buckets=LATENCY_BUCKETS, registry=r)
         r.register(_IndexCollector(snapshot))
         self._children: dict[tuple[str, str], tuple] = {}
 
@@ -85,6 +89,10 @@ class ServiceMetrics:
         c.inc()
         if status >= 400:
             self.errors.labels(route, str(status)).inc()
+
+    def on_batch(self, size: int, queued: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_queue.observe(queued)
 
     def on_save(self, index: str, seconds: float, ok: bool) -> None:
         self.saves.labels(index).observe(seconds)

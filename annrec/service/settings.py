@@ -62,6 +62,10 @@ class ServiceSettings(BaseSettings):
                                          description="searches run at once in the thread pool (default 2 per core, "
                                                      "at least 4: enough to overlap the Python and native parts "
                                                      "of requests without GIL contention)")
+    search_batching: bool = Field(True, description="coalesce concurrent single-vector searches of one index into "
+                                                    "one batch search (annrec.service.batching): one thread hand-off "
+                                                    "per batch; no added wait when the server is idle")
+    max_search_batch: int = Field(64, ge=1, le=4096, description="most searches in one dynamic batch")
     fast_search: bool = Field(True, description="answer POST /v1/indexes/{name}/search before routing and "
                                                 "dependency injection, with the route's own checks, search and "
                                                 "error handlers (annrec.service.fastpath)")

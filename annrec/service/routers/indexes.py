@@ -61,6 +61,11 @@ def prepare_search(reg, name: str, body: S.SearchRequest, settings) -> tuple[Ser
     return srv, query_params(srv, body.ef, body.nprobe)
 
 
+def batchable(body: S.SearchRequest) -> bool:
+    """A single-vector search without filters: one that dynamic batching may coalesce with others."""
+    return body.vector is not None and body.filter is None and body.allowed_ids is None and body.denied_ids is None
+
+
 def answer_search(srv: ServedIndex, body: S.SearchRequest, params: dict | None,
                   threads: int) -> S.SearchResponse | S.BatchSearchResponse:
     """Run a search (blocking: call it in a worker thread under ``srv``'s read lock) into its response model."""
@@ -81,6 +86,17 @@ def answer_search(srv: ServedIndex, body: S.SearchRequest, params: dict | None,
 async def search(request: Request, name: IndexName, body: S.SearchRequest, reg: Reg,
                  settings: Settings) -> S.SearchResponse | S.BatchSearchResponse:
     srv, params = prepare_search(reg, name, body, settings)
+    batcher = getattr(request.app.state, "batcher", None)
+    if batcher is not None and batchable(body):
+        from starlette.responses import Response
+
+        from annrec.service.batching import batch_search
+        from annrec.service.errors import JSON
+
+        threads = settings.search_threads
+        key = (id(srv), body.k, tuple(sorted(params.items())) if params else None, body.include_metadata)
+        data = await batcher.submit(key, body, lambda bodies: batch_search(srv, bodies, params, threads))
+        return Response(data, media_type=JSON)
     return await reading(request, srv, answer_search, srv, body, params, settings.search_threads)
 
 
