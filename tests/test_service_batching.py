@@ -98,3 +98,34 @@ def test_served_answers_are_the_same_batched_or_not_and_bad_requests_fail_alone(
                                if line.startswith("annrec_search_batch_size_count")))
             assert 0 < count <= 2 * 48  # every single-vector search went through the batcher
     assert answers[True] == answers[False] and len(answers[True]) == 2 * 47
+
+
+def test_user_recommendations_and_similar_items_share_batches_and_keep_their_answers(tmp_path):
+    d = make_model_dir(tmp_path / "m", with_text=False, with_sequence=False)
+    paths = [f"/v1/users/{u}/recommendations?k=6&index=mf-hnsw" for u in range(1, 41)] + \
+        [f"/v1/indexes/mf-ivf/items/{1000 + i}/similar?k=4" for i in range(0, 320, 8)] + \
+        ["/v1/users/999999/recommendations?index=mf-hnsw"]  # unknown user: its own 404
+    answers = {}
+    for batching in (False, True):
+        app = create_app(load_settings(model_dir=d, read_key=READ_KEY, admin_key=ADMIN_KEY, search_batching=batching))
+        got: dict = {}
+        with ThreadServer(app) as srv:
+            def client(mine):
+                with httpx.Client(base_url=srv.url, timeout=30) as c:
+                    for p in mine:
+                        r = c.get(p, headers=RH)
+                        got[p] = (r.status_code, r.json())
+
+            threads = [threading.Thread(target=client, args=(paths[t::8],)) for t in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            batches = [line for line in httpx.get(srv.url + "/metrics", headers=RH).text.splitlines()
+                       if line.startswith("annrec_search_batch_size_count")]
+        answers[batching] = got
+        assert got["/v1/users/999999/recommendations?index=mf-hnsw"][0] == 404
+        assert sum(code == 200 for code, _ in got.values()) == len(paths) - 1
+        if batching:
+            assert batches and 0 < float(batches[0].split()[-1]) <= len(paths)
+    assert answers[True] == answers[False]

@@ -133,12 +133,32 @@ async def in_worker(request: Request, fn: Callable[..., T], *args: Any) -> T:
 
 
 async def reading(request: Request, srv: ServedIndex, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a worker thread under ``srv``'s shared (read) lock."""
+    """``fn(*args)`` in a worker thread under ``srv``'s shared (read) lock.
+
+    With dynamic batching (``search_batching``) the calls of concurrent requests to one index share a worker
+    thread and one read lock (:class:`~annrec.service.batching.SearchBatcher`): one thread hand-off per batch;
+    each call keeps its own answer or error.
+    """
+    batcher = getattr(request.app.state, "batcher", None)
+    if batcher is not None:
+        return await batcher.submit(("calls", id(srv)), partial(fn, *args), partial(_run_calls, srv))
+
     def locked() -> T:
         with srv.rw.read():
             return fn(*args)
 
     return await in_worker(request, locked)
+
+
+def _run_calls(srv: ServedIndex, calls: list[Callable[[], Any]]) -> list[Any]:
+    out: list[Any] = []
+    with srv.rw.read():
+        for call in calls:
+            try:
+                out.append(call())
+            except Exception as e:  # noqa: BLE001 - the request's own error, answered by its handler
+                out.append(e)
+    return out
 
 
 def mark_deprecated(response: Response, used: list[str]) -> None:
