@@ -24,7 +24,7 @@ def api_app(tmp_path_factory):
     register_fake_encoders()
     d = make_model_dir(tmp_path_factory.mktemp("schemathesis") / "models")
     app = create_app(load_settings(model_dir=d, read_key=READ_KEY, admin_key=ADMIN_KEY, max_body_bytes=256 * 1024,
-                                   persist="async"))
+                                   persist="async", allowed_hosts=["localhost", "testserver"]))  # schemathesis' host
     with TestClient(app):  # runs the lifespan start-up (artifacts loaded)
         yield app
     unregister_fake_encoders()

@@ -29,6 +29,7 @@ import annrec
 from annrec.service.errors import install_error_handlers
 from annrec.service.fastpath import SearchFastPath
 from annrec.service.metrics import ServiceMetrics
+from annrec.service.guard import BrowserGuard
 from annrec.service.middleware import ServiceMiddleware
 from annrec.service.registry import Registry
 from annrec.service.routers import ROUTERS
@@ -109,6 +110,13 @@ def create_app(settings: ServiceSettings | None = None, registry: Registry | Non
     app.state.ready = False
     if settings.fast_search:
         app.add_middleware(SearchFastPath, fastapi_app=app)  # inside ServiceMiddleware: body limit, metrics
+    app.add_middleware(BrowserGuard, settings=settings)  # Host, Origin, JSON bodies (annrec.service.guard)
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_headers=["X-API-Key", "Authorization", "Content-Type"])
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
     install_error_handlers(app)
     for router in ROUTERS:

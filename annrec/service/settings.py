@@ -45,6 +45,13 @@ class ServiceSettings(BaseSettings):
     admin_key: SecretStr | None = Field(None, description="API key for writes and reload (grants reads too)")
     insecure_no_auth: bool = Field(False, description="serve without any API key (never on a shared network)")
     metrics_public: bool = Field(False, description="serve /metrics without a key")
+    allowed_hosts: list[str] | None = Field(None, description="Host header names the server answers to (400 for "
+                                                              "others: DNS rebinding); default the bind address, "
+                                                              "localhost, 127.0.0.1 and ::1, or any ('*') when "
+                                                              "listening on every interface")
+    cors_origins: list[str] = Field(default_factory=list, description="web origins (https://app.example) whose "
+                                                                      "pages may call the API from a browser; "
+                                                                      "none by default (cross-origin requests 403)")
     default_index: str | None = Field(None, description="index used by /v1/users/... and /v1/recommendations/next "
                                                         "and /v1/search/text when the request names none")
     # limits

@@ -1,0 +1,60 @@
+"""Browser safety against a real uvicorn on 127.0.0.1: cross-site content types, foreign Host, foreign Origin."""
+
+from __future__ import annotations
+
+import httpx
+from _service_fixtures import ADMIN_KEY, DIM, READ_KEY, ThreadServer, make_model_dir
+
+from annrec.service import create_app
+from annrec.service.guard import default_hosts
+from annrec.service.settings import load_settings
+
+
+def _server(tmp_path, **kw):
+    d = make_model_dir(tmp_path / "m", with_text=False, with_sequence=False)
+    return ThreadServer(create_app(load_settings(model_dir=d, **kw)))
+
+
+def test_without_keys_a_web_page_cannot_drive_the_server(tmp_path):
+    with _server(tmp_path, insecure_no_auth=True) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        # what a cross-site page can send without a CORS preflight: a text/plain (or form) body, with its Origin
+        r = c.post("/v1/admin/reload", content=b"{}", headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415 and "application/json" in r.json()["message"]
+        r = c.post("/v1/admin/reload", headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403 and "cors_origins" in r.json()["message"]
+        r = c.put("/v1/indexes/mf-hnsw/items", headers={"Origin": "https://evil.example", "Content-Type": "text/plain"},
+                  content=b'{"items": [{"id": 1, "vector": [0]}]}')
+        assert r.status_code == 403
+        # DNS rebinding: the page's own name resolving to 127.0.0.1 — the Host header gives it away
+        for method, path in (("GET", "/v1/indexes"), ("PUT", "/v1/indexes/mf-hnsw/items")):
+            r = c.request(method, path, headers={"Host": "evil.example"}, json={"items": []})
+            assert r.status_code == 400 and "evil.example" in r.json()["message"], (method, r.text)
+        # curl and scripts (no Origin, JSON bodies) are served as before, on any allowed name
+        assert c.post("/v1/indexes/mf-hnsw/search", json={"vector": [0.1] * DIM, "k": 2}).status_code == 200
+        assert c.get("/v1/indexes", headers={"Host": f"localhost:{srv.port}"}).status_code == 200
+        r = c.post("/v1/indexes/mf-hnsw/search", json={"vector": [0.1] * DIM, "k": 2},
+                   headers={"Origin": srv.url})  # the server's own origin (its /docs page)
+        assert r.status_code == 200
+        assert c.post("/v1/admin/reload").status_code == 200  # no body: no content type needed
+
+
+def test_the_same_checks_apply_with_keys_and_cors_opens_named_origins(tmp_path):
+    origin = "https://app.example"
+    with _server(tmp_path, read_key=READ_KEY, admin_key=ADMIN_KEY, cors_origins=[origin]) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as c:
+        h = {"X-API-Key": ADMIN_KEY}
+        assert c.post("/v1/admin/reload", headers={**h, "Origin": "https://evil.example"}).status_code == 403
+        assert c.get("/v1/indexes", headers={**h, "Host": "rebound.example"}).status_code == 400
+        pre = c.options("/v1/indexes/mf-hnsw/search", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-api-key,content-type"})
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == origin
+        r = c.post("/v1/indexes/mf-hnsw/search", json={"vector": [0.1] * DIM, "k": 2},
+                   headers={"X-API-Key": READ_KEY, "Origin": origin})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
+
+
+def test_default_hosts():
+    assert default_hosts("127.0.0.1") == ["127.0.0.1", "::1", "localhost"]
+    assert default_hosts("0.0.0.0") == ["*"] and default_hosts("::") == ["*"]
+    assert "myhost" in default_hosts("myhost")
