@@ -58,3 +58,15 @@ def test_default_hosts():
     assert default_hosts("127.0.0.1") == ["127.0.0.1", "::1", "localhost"]
     assert default_hosts("0.0.0.0") == ["*"] and default_hosts("::") == ["*"]
     assert "myhost" in default_hosts("myhost")
+
+
+def test_read_key_sees_no_server_paths_and_405_names_every_method(tmp_path):
+    with _server(tmp_path, read_key=READ_KEY, admin_key=ADMIN_KEY) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as c:
+        read = c.get("/v1/indexes/mf-hnsw", headers={"X-API-Key": READ_KEY}).json()
+        admin = c.get("/v1/indexes/mf-hnsw", headers={"X-API-Key": ADMIN_KEY}).json()
+        assert read["path"] is None and read["embeddings"] is None and "embeddings" not in read["source"]
+        assert str(tmp_path) not in str(read)
+        assert admin["path"].endswith("mf-hnsw") and admin["source"]["embeddings"].endswith("mf")
+        r = c.request("PATCH", "/v1/indexes/mf-hnsw/items/1001", headers={"X-API-Key": ADMIN_KEY})
+        assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET, HEAD"

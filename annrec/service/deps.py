@@ -86,6 +86,11 @@ def _same(given: str, secret) -> bool:
     return secret is not None and hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
 
 
+def is_admin(settings: ServiceSettings, given: str | None) -> bool:
+    """True for the admin key (or a server without keys): what may see server paths and versions."""
+    return settings.insecure_no_auth or (bool(given) and _same(given, settings.admin_key))
+
+
 def check_key(settings: ServiceSettings, given: str | None, admin: bool) -> None:
     """Raise :class:`ApiError` 401 (no or wrong key) or 403 (read key where ``admin``); else return."""
     if settings.insecure_no_auth:

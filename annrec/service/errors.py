@@ -125,9 +125,34 @@ async def _http_error(request: Request, e: StarletteHTTPException) -> Response:
     msg = e.detail if isinstance(e.detail, str) else code
     if e.status_code == 404 and msg == "Not Found":
         msg = f"no such endpoint: {request.method} {request.url.path} (GET /docs lists the endpoints)"
-    elif e.status_code == 405:
-        msg = f"method {request.method} is not allowed on {request.url.path}"
-    return error_response(e.status_code, code, msg, headers=getattr(e, "headers", None))
+    headers = getattr(e, "headers", None)
+    if e.status_code == 405:
+        allow = _allowed_methods(request)
+        msg = f"method {request.method} is not allowed on {request.url.path}" + (
+            f": use {', '.join(allow)}" if allow else "")
+        if allow:
+            headers = {**(headers or {}), "Allow": ", ".join(allow)}
+    return error_response(e.status_code, code, msg, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this path (Starlette's own 405 names only the first route's)."""
+    methods: set[str] = set()
+    path = request.url.path
+
+    def visit(routes) -> None:
+        for route in routes:
+            inner = getattr(route, "original_router", None)  # FastAPI's included routers
+            if inner is not None:
+                visit(inner.routes)
+            elif getattr(route, "methods", None) and getattr(route, "path_regex", None) is not None \
+                    and route.path_regex.match(path):
+                methods.update(route.methods)
+
+    visit(request.app.routes)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 async def _internal_error(request: Request, e: Exception) -> Response:

@@ -124,8 +124,8 @@ class IndexDetail(IndexSummary):
 
     params: dict[str, Any] = Field(description="build parameters (M, ef_construction, factory, nlist, …)")
     source: dict[str, Any] = Field(description="the embeddings it was built from")
-    path: str | None
-    embeddings: str | None
+    path: str | None = Field(description="the index folder on the server (admin key only; null for the read key)")
+    embeddings: str | None = Field(description="the embeddings folder on the server (admin key only)")
     n_users: int
     id_type: str | None = Field(None, description="int | str")
     memory_bytes: int | None

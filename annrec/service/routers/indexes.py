@@ -6,7 +6,8 @@ from fastapi import APIRouter, Query, Request
 
 from annrec.recommend import Recommendation
 from annrec.service import schemas as S
-from annrec.service.deps import READ, IndexName, ItemIdPath, JsonRoute, Reg, Settings, in_worker, reading
+from annrec.service.deps import (READ, IndexName, ItemIdPath, JsonRoute, Key, Reg, Settings, in_worker, is_admin,
+                                 reading)
 from annrec.service.errors import BODY_ERRORS, ERR, READ_ERRORS
 from annrec.service.limits import allowed_k, check_limits, query_params, to_queries
 from annrec.service.registry import ServedIndex
@@ -30,8 +31,12 @@ async def list_indexes(reg: Reg) -> S.IndexList:
 
 @router.get("/{name}", response_model=S.IndexDetail, tags=["indexes"], responses=READ_ERRORS,
             summary="One index: backend, metric, dim, count, parameters")
-async def get_index(request: Request, name: IndexName, reg: Reg) -> S.IndexDetail:
-    return S.IndexDetail(**await in_worker(request, reg.get(name).describe))
+async def get_index(request: Request, name: IndexName, reg: Reg, settings: Settings, key: Key) -> S.IndexDetail:
+    d = await in_worker(request, reg.get(name).describe)
+    if not is_admin(settings, key):  # server paths only to the admin key
+        d["path"] = d["embeddings"] = None
+        d["source"] = {k: v for k, v in (d.get("source") or {}).items() if k not in ("embeddings", "path")}
+    return S.IndexDetail(**d)
 
 
 @router.get("/{name}/items/{item_id}", response_model=S.ItemResponse, tags=["indexes"], responses=READ_ERRORS,
