@@ -70,3 +70,24 @@ def test_read_key_sees_no_server_paths_and_405_names_every_method(tmp_path):
         assert admin["path"].endswith("mf-hnsw") and admin["source"]["embeddings"].endswith("mf")
         r = c.request("PATCH", "/v1/indexes/mf-hnsw/items/1001", headers={"X-API-Key": ADMIN_KEY})
         assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET, HEAD"
+
+
+def test_metadata_and_answers_are_bounded(tmp_path):
+    with _server(tmp_path, read_key=READ_KEY, admin_key=ADMIN_KEY, max_metadata_bytes=1024,
+                 max_response_bytes=4096) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        ah, rh = {"X-API-Key": ADMIN_KEY}, {"X-API-Key": READ_KEY}
+        r = c.put("/v1/indexes/mf-hnsw/items", headers=ah,
+                  json={"items": [{"id": 5, "vector": [0.1] * DIM, "metadata": {"blob": "x" * 2000}}]})
+        assert r.status_code == 422 and "max_metadata_bytes" in r.json()["message"]
+        assert c.get("/v1/indexes/mf-hnsw/items/5", headers=rh).status_code == 404  # nothing written
+        # metadata within the limit, but a search returning many such hits would pass max_response_bytes
+        items = [{"id": 500_000 + i, "vector": [0.01 * (i + 1)] * DIM, "metadata": {"blob": "y" * 900}}
+                 for i in range(8)]
+        assert c.put("/v1/indexes/mf-hnsw/items", headers=ah, json={"items": items}).status_code == 200
+        q = {"vector": [0.01] * DIM, "k": 8, "allowed_ids": [it["id"] for it in items]}
+        r = c.post("/v1/indexes/mf-hnsw/search", headers=rh, json=q)  # 8 hits x ~900 bytes of metadata
+        assert r.status_code == 413 and "max_response_bytes" in r.json()["message"]
+        r = c.post("/v1/indexes/mf-hnsw/search", headers=rh, json={**q, "k": 3})
+        assert r.status_code == 200 and len(r.json()["hits"]) == 3
+        r = c.post("/v1/indexes/mf-hnsw/search", headers=rh, json={**q, "include_metadata": False})
+        assert r.status_code == 200 and len(r.json()["hits"]) == 8

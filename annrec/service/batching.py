@@ -111,8 +111,15 @@ def batch_search(srv, bodies: list, params: dict | None, threads: int) -> list:
         with srv.rw.read():
             lists = srv.recommender.search(np.stack(rows), first.k, params=params, threads=threads,
                                            include_metadata=first.include_metadata)
+        from annrec.service.limits import check_response_size
+
         for i, hits in zip(good, lists):
             body = bodies[i]
+            try:
+                check_response_size(srv.settings, [hits], body.include_metadata)
+            except Exception as e:  # noqa: BLE001 - this request's own answer is too large
+                answers[i] = e
+                continue
             model = S.SearchResponse(index=srv.name, k=body.k, hits=hit_list(hits, body.include_metadata))
             answers[i] = model.__pydantic_serializer__.to_json(model)
     return answers

@@ -47,8 +47,8 @@ FINITE_MESSAGE = "the values must be finite numbers (NaN, Infinity and numbers b
 
 # -- the error answers each kind of route documents in the OpenAPI schema
 ERR = {"model": S.ErrorBody}
-READ_ERRORS = {401: ERR, 404: ERR, 422: ERR}
-BODY_ERRORS = {400: ERR, 401: ERR, 404: ERR, 413: ERR, 422: ERR}
+READ_ERRORS = {400: ERR, 401: ERR, 403: ERR, 404: ERR, 413: ERR, 422: ERR}  # 400 / 403: Host, Origin (guard)
+BODY_ERRORS = {400: ERR, 401: ERR, 403: ERR, 404: ERR, 413: ERR, 415: ERR, 422: ERR}
 WRITE_ERRORS = {403: ERR, 409: ERR, 503: ERR}
 
 
@@ -76,6 +76,8 @@ def annrec_status(e: AnnrecError) -> tuple[int, str]:
         return 404, "not_found"
     if isinstance(e, PersistError):
         return 503, "persist_failed"
+    if type(e).__name__ == "ResponseTooLarge":  # annrec.service.limits (imported lazily there)
+        return 413, "payload_too_large"
     if isinstance(e, (ArtifactError, DataNotFoundError)):
         return 409, "conflict"
     return 422, "invalid_request"

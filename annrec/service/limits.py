@@ -88,3 +88,56 @@ def allowed_k(srv: ServedIndex, k: int, allowed_ids: list | None, denied_ids: li
         return k
     gone = set(denied_ids or ())
     return min(k, srv.index.count_live([i for i in allowed_ids if i not in gone]))
+
+
+class ResponseTooLarge(InputError):
+    """An answer would pass ``max_response_bytes`` (answered 413)."""
+
+
+def check_response_size(settings: ServiceSettings | None, rows: list, include_metadata: bool) -> None:
+    """Refuse (before serialisation) an answer whose hits would pass ``max_response_bytes``.
+
+    ``rows``: one list of :class:`~annrec.recommend.Recommendation` per query. Hits without metadata cost at
+    most ~64 bytes each; with metadata the bound is checked first and the metadata measured only when the
+    bound is passed.
+
+    Raises:
+        ResponseTooLarge: the message names the setting and the size.
+    """
+    limit = settings.max_response_bytes if settings is not None else 32 * 1024 * 1024
+    n = sum(len(r) for r in rows)
+    if n * 64 + 256 <= limit and not include_metadata:
+        return
+    if include_metadata:
+        import orjson
+
+        size = 256 + n * 64
+        for r in rows:
+            for h in r:
+                if h.metadata is not None:
+                    size += len(orjson.dumps(h.metadata))
+                if size > limit:
+                    break
+    else:
+        size = n * 64 + 256
+    if size > limit:
+        raise ResponseTooLarge(f"the answer would hold more than {limit} bytes (max_response_bytes setting): ask "
+                               f"for fewer hits (k), fewer query vectors per request, or include_metadata=false")
+
+
+def check_metadata(settings: ServiceSettings, items) -> None:
+    """Refuse upserted items whose metadata passes ``max_metadata_bytes`` (as JSON).
+
+    Raises:
+        InputError: the message names the item, its size and the setting.
+    """
+    import orjson
+
+    for it in items:
+        if it.metadata is not None:
+            size = len(orjson.dumps(it.metadata))
+            if size > settings.max_metadata_bytes:
+                raise InputError(f"item {it.id!r} has {size} bytes of metadata, above the limit of "
+                                 f"{settings.max_metadata_bytes} (max_metadata_bytes setting): store large "
+                                 f"documents elsewhere and keep a reference in the metadata")
+

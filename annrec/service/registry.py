@@ -98,6 +98,7 @@ class ServedIndex:
         self.retired = False
         self.writable = path is not None
         self.store: IndexStore | None = None
+        self.settings = None  # the registry's settings (limits), set when it loads the index
         self.loaded_at = time.time()
         ext = getattr(index, "_ext", None)
         self._int_ids = (ext.dtype.kind in "iu" if len(ext) else None) if ext is not None else \
@@ -237,6 +238,7 @@ class Registry:
                 served[name] = ServedIndex(name, index, None, emb, path, enc, enc_error)
         try:
             for srv in served.values():
+                srv.settings = s
                 srv.writable = srv.path is not None and srv.index.backend in ("hnswlib", "faiss") \
                     and not s.read_only and os.access(srv.path, os.W_OK)
                 if srv.writable:

@@ -60,6 +60,11 @@ class ServiceSettings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="most query vectors (or upserted items) in one request")
     max_ids: int = Field(10_000, ge=1, description="most ids in an allow-list, deny-list or item sequence")
     max_string_length: int = Field(2000, ge=1, description="longest text query / string id accepted")
+    max_metadata_bytes: int = Field(16 * 1024, ge=16, description="largest metadata object of one upserted item, "
+                                                                 "as JSON bytes (422 above)")
+    max_response_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest answer (JSON bytes); a search "
+                                                                          "whose hits would pass it is answered "
+                                                                          "413 before it is serialised")
     max_ef: int = Field(4096, ge=1, description="largest ef / efSearch a request may ask for")
     max_nprobe: int = Field(65_536, ge=1, description="largest nprobe a request may ask for")
     # search execution

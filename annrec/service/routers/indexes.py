@@ -9,7 +9,7 @@ from annrec.service import schemas as S
 from annrec.service.deps import (READ, IndexName, ItemIdPath, JsonRoute, Key, Reg, Settings, in_worker, is_admin,
                                  reading)
 from annrec.service.errors import BODY_ERRORS, ERR, READ_ERRORS
-from annrec.service.limits import allowed_k, check_limits, query_params, to_queries
+from annrec.service.limits import allowed_k, check_limits, check_response_size, query_params, to_queries
 from annrec.service.registry import ServedIndex
 
 router = APIRouter(prefix="/v1/indexes", dependencies=READ, route_class=JsonRoute)
@@ -66,6 +66,11 @@ def prepare_search(reg, name: str, body: S.SearchRequest, settings) -> tuple[Ser
     return srv, query_params(srv, body.ef, body.nprobe)
 
 
+def settings_of(srv: ServedIndex):
+    """The settings a served index was loaded under (its registry's)."""
+    return srv.settings
+
+
 def batchable(body: S.SearchRequest) -> bool:
     """A single-vector search without filters: one that dynamic batching may coalesce with others."""
     return body.vector is not None and body.filter is None and body.allowed_ids is None and body.denied_ids is None
@@ -80,6 +85,7 @@ def answer_search(srv: ServedIndex, body: S.SearchRequest, params: dict | None,
     rows = srv.recommender.search(q, k, allowed_ids=body.allowed_ids, denied_ids=body.denied_ids,
                                   filter=body.filter, params=params,
                                   threads=threads, include_metadata=body.include_metadata) if k else [[] for _ in q]
+    check_response_size(settings_of(srv), rows, body.include_metadata)
     if body.vector is not None:
         return S.SearchResponse(index=srv.name, k=body.k, hits=hit_list(rows[0], body.include_metadata))
     return S.BatchSearchResponse(index=srv.name, k=body.k,
@@ -119,6 +125,7 @@ async def similar(request: Request, name: IndexName, item_id: ItemIdPath, reg: R
     def go() -> S.SimilarResponse:
         hits = srv.recommender.similar_items(item_id, k, filter=filter, params=params, threads=settings.search_threads,
                                              include_metadata=include_metadata)
+        check_response_size(settings, [hits], include_metadata)
         return S.SimilarResponse(index=srv.name, k=k, item_id=srv.index.coerce_id(item_id),
                                  hits=hit_list(hits, include_metadata))
 

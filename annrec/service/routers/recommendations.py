@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from annrec.service import schemas as S
 from annrec.service.deps import READ, JsonRoute, Reg, Settings, mark_deprecated, reading
 from annrec.service.errors import BODY_ERRORS, READ_ERRORS
-from annrec.service.limits import allowed_k, check_limits, query_params
+from annrec.service.limits import allowed_k, check_limits, check_response_size, query_params
 from annrec.service.routers.indexes import hit_list
 
 router = APIRouter(dependencies=READ, route_class=JsonRoute)
@@ -36,6 +36,7 @@ async def user_recommendations(request: Request, reg: Reg, settings: Settings,
     def go() -> S.UserRecommendationResponse:
         hits = srv.recommender.recommend(user_id, k, exclude_seen=exclude_seen, filter=filter, params=params,
                                          threads=settings.search_threads, include_metadata=include_metadata)
+        check_response_size(settings, [hits], include_metadata)
         emb = srv.embeddings
         uid = emb.query_ids[emb.query_row_of(user_id)]
         return S.UserRecommendationResponse(index=srv.name, k=k, user_id=uid.item() if hasattr(uid, "item") else uid,

@@ -10,7 +10,7 @@ from annrec.errors import InputError
 from annrec.service import schemas as S
 from annrec.service.deps import ADMIN, IndexName, ItemIdPath, JsonRoute, Metrics, Reg, Settings
 from annrec.service.errors import BODY_ERRORS, READ_ERRORS, WRITE_ERRORS
-from annrec.service.limits import check_limits
+from annrec.service.limits import check_limits, check_metadata
 from annrec.service.storage import Write
 
 router = APIRouter(prefix="/v1/indexes", tags=["writes"], dependencies=ADMIN, route_class=JsonRoute)
@@ -22,6 +22,7 @@ router = APIRouter(prefix="/v1/indexes", tags=["writes"], dependencies=ADMIN, ro
 async def upsert(name: IndexName, body: S.UpsertRequest, reg: Reg, settings: Settings,
                  metrics: Metrics) -> S.WriteResponse:
     check_limits(settings, batch=len(body.items), ids={"items": [it.id for it in body.items]})
+    check_metadata(settings, body.items)
     dim = reg.get(name).index.dim
     for i, it in enumerate(body.items):
         if len(it.vector) != dim:
