@@ -91,3 +91,41 @@ def test_metadata_and_answers_are_bounded(tmp_path):
         assert r.status_code == 200 and len(r.json()["hits"]) == 3
         r = c.post("/v1/indexes/mf-hnsw/search", headers=rh, json={**q, "include_metadata": False})
         assert r.status_code == 200 and len(r.json()["hits"]) == 8
+
+
+def test_keys_from_files_never_reach_the_workers_environment_or_command_line(tmp_path):
+    import os
+    import time
+    from pathlib import Path
+
+    from _service_fixtures import ServerProcess
+
+    d = make_model_dir(tmp_path / "m", with_text=False, with_sequence=False)
+    (tmp_path / "read.key").write_text(READ_KEY + "\n")
+    (tmp_path / "admin.key").write_text(ADMIN_KEY + "\n")
+    os.chmod(tmp_path / "admin.key", 0o600)
+    srv = ServerProcess(d, "--workers", "2", "--read-key-file", str(tmp_path / "read.key"),
+                        "--admin-key-file", str(tmp_path / "admin.key"), keys=False).wait_ready()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.get("/v1/indexes", headers={"X-API-Key": READ_KEY}).status_code == 200
+            assert c.get("/v1/indexes").status_code == 401
+            assert c.post("/v1/admin/reload", headers={"X-API-Key": READ_KEY}).status_code == 403
+            assert c.post("/v1/admin/reload", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
+            metrics = c.get("/metrics", headers={"X-API-Key": ADMIN_KEY}).text
+        deadline = time.monotonic() + 30
+        pids: list[int] = []
+        while time.monotonic() < deadline and len(pids) < 2:
+            pids = [int(p) for p in Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text().split()]
+            time.sleep(0.2)
+        assert pids  # the worker processes (and multiprocessing's helpers)
+        for pid in [srv.proc.pid, *pids]:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes() if pid != srv.proc.pid else b""
+            for key in (READ_KEY, ADMIN_KEY):
+                assert key.encode() not in cmdline and key.encode() not in environ, pid
+        for key in (READ_KEY, ADMIN_KEY):
+            assert key not in metrics
+    finally:
+        out = srv.stop()
+    assert READ_KEY not in out and ADMIN_KEY not in out  # nor in the logs

@@ -42,7 +42,10 @@ def serve(
                                                         "of the indexes and accepts writes."),
     config: Path = typer.Option(None, "--config", help="YAML/JSON/TOML settings file (see "
                                                        "service/config.example.yaml). Env: ANNREC_CONFIG."),
-    read_key: str = typer.Option(None, "--read-key", help="API key for reads. Env: ANNREC_READ_KEY."),
+    read_key: str = typer.Option(None, "--read-key", help="API key for reads (visible to local users in the process "
+                                 "list: prefer --read-key-file or ANNREC_READ_KEY)."),
+    read_key_file: Path = typer.Option(None, "--read-key-file", help="File whose first line is the read key."),
+    admin_key_file: Path = typer.Option(None, "--admin-key-file", help="File whose first line is the admin key."),
     admin_key: str = typer.Option(None, "--admin-key", help="API key for writes and reload (reads too). "
                                                             "Env: ANNREC_ADMIN_KEY."),
     insecure_no_auth: bool = typer.Option(None, "--insecure-no-auth/--auth",
@@ -63,9 +66,15 @@ def serve(
     from annrec.service.settings import SETTINGS_ENV, load_settings
 
     settings = load_settings(config, model_dir=model_dir, host=host, port=port, workers=workers, read_key=read_key,
-                             admin_key=admin_key, insecure_no_auth=insecure_no_auth, persist=persist,
+                             admin_key=admin_key, read_key_file=read_key_file, admin_key_file=admin_key_file,
+                             insecure_no_auth=insecure_no_auth, persist=persist,
                              log_level=log_level, read_only=read_only, ray_address=ray_address,
                              shard_backend="ray" if (ray or ray_address) else None)
+    for flag, value in (("--read-key", read_key), ("--admin-key", admin_key)):
+        if value:
+            err_console.print(f"warning: {flag} puts the key on the command line, where every local user can read "
+                              f"it (/proc/<pid>/cmdline, ps): use {flag}-file or the ANNREC_"
+                              f"{flag[2:].upper().replace('-', '_')} variable", highlight=False)
     found = discover(settings.model_dir)  # clean errors before uvicorn starts
     if not found.indexes and not found.embeddings:
         from annrec.errors import DataNotFoundError
@@ -93,7 +102,9 @@ def serve(
     if settings.workers > 1:
         runtime = tempfile.mkdtemp(prefix="annrec-serve-")
         settings = settings.model_copy(update={"runtime_dir": Path(runtime)})
-    os.environ[SETTINGS_ENV] = settings.to_env_json()
+    os.environ[SETTINGS_ENV] = settings.to_env_json()  # keys only as SHA-256 digests
+    for name in ("ANNREC_READ_KEY", "ANNREC_ADMIN_KEY"):  # not inherited by the worker processes
+        os.environ.pop(name, None)
     console.print(f"annrec serve: {len(found.indexes)} index(es), {len(found.embeddings)} embeddings under "
                   f"{settings.model_dir}; http://{settings.host}:{settings.port} (docs at /docs), "
                   f"{settings.workers} worker(s)", highlight=False)

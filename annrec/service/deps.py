@@ -82,13 +82,16 @@ def key_of_headers(headers) -> str | None:
 Key = Annotated[str | None, Depends(given_key)]
 
 
-def _same(given: str, secret) -> bool:
-    return secret is not None and hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+def _same(given: str, digest: str | None) -> bool:
+    """Constant-time comparison of a request's key with a configured key, through their SHA-256 digests."""
+    import hashlib
+
+    return digest is not None and hmac.compare_digest(hashlib.sha256(given.encode()).hexdigest(), digest)
 
 
 def is_admin(settings: ServiceSettings, given: str | None) -> bool:
     """True for the admin key (or a server without keys): what may see server paths and versions."""
-    return settings.insecure_no_auth or (bool(given) and _same(given, settings.admin_key))
+    return settings.insecure_no_auth or (bool(given) and _same(given, settings.key_digest("admin")))
 
 
 def check_key(settings: ServiceSettings, given: str | None, admin: bool) -> None:
@@ -98,9 +101,9 @@ def check_key(settings: ServiceSettings, given: str | None, admin: bool) -> None
     if not given:
         raise ApiError(401, "unauthorized", "missing API key: send it in the X-API-Key header (or as "
                                             "'Authorization: Bearer <key>')", _CHALLENGE)
-    if _same(given, settings.admin_key):
+    if _same(given, settings.key_digest("admin")):
         return
-    if _same(given, settings.read_key):
+    if _same(given, settings.key_digest("read")):
         if admin:
             raise ApiError(403, "forbidden", "this endpoint changes the server and needs the admin key; the "
                                              "read key only reads")
@@ -115,10 +118,10 @@ async def require_read(settings: Settings, key: Key) -> None:
 
 async def require_admin(settings: Settings, key: Key) -> None:
     """Dependency of the write and reload endpoints: the admin key (403 when the server has none)."""
-    if not settings.insecure_no_auth and settings.admin_key is None:
+    if not settings.insecure_no_auth and settings.key_digest("admin") is None:
         check_key(settings, key, admin=False)  # 401 for no/wrong key first
         raise ApiError(403, "forbidden", "writes and reloads are disabled: the server was started without an "
-                                         "admin key (--admin-key)")
+                                         "admin key (--admin-key-file or ANNREC_ADMIN_KEY)")
     check_key(settings, key, admin=True)
 
 

@@ -43,6 +43,14 @@ class ServiceSettings(BaseSettings):
                                                      "others' from the write-ahead log within reload_poll_s")
     read_key: SecretStr | None = Field(None, description="API key for the read endpoints")
     admin_key: SecretStr | None = Field(None, description="API key for writes and reload (grants reads too)")
+    read_key_file: Path | None = Field(None, description="file holding the read key (first line): keeps the key out "
+                                                         "of the command line and the environment")
+    admin_key_file: Path | None = Field(None, description="file holding the admin key (first line)")
+    # set by annrec serve for its worker processes: the keys' SHA-256 digests instead of the keys themselves
+    read_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="(internal) digest of the "
+                                                                                  "read key handed to workers")
+    admin_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="(internal) digest of the "
+                                                                                    "admin key handed to workers")
     insecure_no_auth: bool = Field(False, description="serve without any API key (never on a shared network)")
     metrics_public: bool = Field(False, description="serve /metrics without a key")
     allowed_hosts: list[str] | None = Field(None, description="Host header names the server answers to (400 for "
@@ -110,11 +118,26 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_auth(self) -> ServiceSettings:
+        for name in ("read", "admin"):
+            file = getattr(self, f"{name}_key_file")
+            if file is None:
+                continue
+            if getattr(self, f"{name}_key") is not None:
+                raise ValueError(f"both {name}_key and {name}_key_file are given: give one")
+            try:
+                lines = Path(file).read_text(encoding="utf-8").splitlines()
+            except OSError as e:
+                raise ValueError(f"cannot read {name}_key_file {file}: {e.strerror or e}") from None
+            key = lines[0].strip() if lines else ""
+            if not key:
+                raise ValueError(f"{name}_key_file {file} is empty: write the key on its first line")
+            object.__setattr__(self, f"{name}_key", SecretStr(key))
+        digests = [d for d in (self.read_key_sha256, self.admin_key_sha256) if d is not None]
         keys = [k for k in (self.read_key, self.admin_key) if k is not None]
         if self.insecure_no_auth and keys:
             raise ValueError("insecure_no_auth is set together with API keys: choose one (drop --insecure-no-auth "
                              "to require the keys)")
-        if not self.insecure_no_auth and not keys:
+        if not self.insecure_no_auth and not keys and not digests:
             raise ValueError("no API key given: pass --read-key and/or --admin-key (or ANNREC_READ_KEY / "
                              "ANNREC_ADMIN_KEY), or --insecure-no-auth to serve without authentication")
         for k in keys:
@@ -133,12 +156,22 @@ class ServiceSettings(BaseSettings):
                                    file_secret_settings: PydanticBaseSettingsSource):
         return init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=_FILE_VALUES.get() or {})
 
+    def key_digest(self, name: str) -> str | None:
+        """The SHA-256 hex digest of the ``"read"`` or ``"admin"`` key (what requests are compared against)."""
+        key = getattr(self, f"{name}_key")
+        if key is not None:
+            import hashlib
+
+            return hashlib.sha256(key.get_secret_value().encode()).hexdigest()
+        return getattr(self, f"{name}_key_sha256")
+
     def to_env_json(self) -> str:
-        """The settings as JSON (secrets included) for handing to worker processes."""
+        """The settings as JSON for handing to worker processes: the keys only as SHA-256 digests (a worker
+        compares the digest of a request's key), so no plain-text key reaches their environment."""
         d = self.model_dump(mode="json")
-        for name in ("read_key", "admin_key"):
-            v = getattr(self, name)
-            d[name] = None if v is None else v.get_secret_value()
+        for name in ("read", "admin"):
+            d[f"{name}_key_sha256"] = self.key_digest(name)
+            d[f"{name}_key"] = d[f"{name}_key_file"] = None
         return json.dumps(d)
 
 
