@@ -109,16 +109,22 @@ def serve(
                   f"{settings.model_dir}; http://{settings.host}:{settings.port} (docs at /docs), "
                   f"{settings.workers} worker(s)", highlight=False)
     kwargs = {}
-    for mod, key, value in (("httptools", "http", "httptools"), ("uvloop", "loop", "uvloop")):
+    for mod, key, value in (("uvloop", "loop", "uvloop"),):
         try:
             __import__(mod)
             kwargs[key] = value
         except ImportError:
             pass
+    from annrec.service import connections
+
+    connections.configure(settings.header_timeout_s, settings.max_connections)
+    kwargs["http"] = connections.GuardedHttpToolsProtocol  # header timeout, connection cap
     try:
         uvicorn.run("annrec.service.app:app_from_env", factory=True, host=settings.host, port=settings.port,
                     workers=settings.workers, log_level=settings.log_level, access_log=settings.access_log,
-                    timeout_graceful_shutdown=30, **kwargs)
+                    timeout_graceful_shutdown=30, timeout_keep_alive=settings.timeout_keep_alive_s,
+                    limit_concurrency=connections.MAX_CONNECTIONS + 1, backlog=min(2048, connections.MAX_CONNECTIONS),
+                    **kwargs)
     finally:
         os.environ.pop(SETTINGS_ENV, None)
         if runtime is not None:

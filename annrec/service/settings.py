@@ -63,6 +63,14 @@ class ServiceSettings(BaseSettings):
     default_index: str | None = Field(None, description="index used by /v1/users/... and /v1/recommendations/next "
                                                         "and /v1/search/text when the request names none")
     # limits
+    header_timeout_s: float = Field(10.0, gt=0.0, le=600.0, description="a connection whose request headers are "
+                                                                      "not complete this many seconds after it "
+                                                                      "opened (or after its last answer) is closed")
+    max_connections: int | None = Field(None, ge=1, description="most open client connections; past it the oldest "
+                                                                "idle ones are closed (default: the open-file "
+                                                                "limit less 64)")
+    timeout_keep_alive_s: float = Field(5.0, gt=0.0, le=600.0, description="an idle keep-alive connection is "
+                                                                          "closed after this many seconds")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body accepted (413 above)")
     max_k: int = Field(1000, ge=1, description="largest k a request may ask for")
     max_batch: int = Field(256, ge=1, description="most query vectors (or upserted items) in one request")
