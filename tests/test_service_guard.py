@@ -129,3 +129,23 @@ def test_keys_from_files_never_reach_the_workers_environment_or_command_line(tmp
     finally:
         out = srv.stop()
     assert READ_KEY not in out and ADMIN_KEY not in out  # nor in the logs
+
+
+def test_an_oversized_batch_is_refused_before_the_request_model_validates_it(tmp_path, monkeypatch):
+    from annrec.service import schemas as S
+
+    validated = []
+    real = S.SearchRequest.model_validate
+    monkeypatch.setattr(S.SearchRequest, "model_validate",
+                        classmethod(lambda cls, *a, **k: validated.append(1) or real(*a, **k)))
+    with _server(tmp_path, read_key=READ_KEY, admin_key=ADMIN_KEY, max_batch=4) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as c:
+        r = c.post("/v1/indexes/mf-hnsw/search", headers={"X-API-Key": READ_KEY},
+                   json={"vectors": [[0.1] * DIM] * 5, "k": 2})
+        assert r.status_code == 422 and "max_batch" in r.json()["message"] and validated == []
+        r = c.put("/v1/indexes/mf-hnsw/items", headers={"X-API-Key": ADMIN_KEY},
+                  json={"items": [{"id": 900 + i, "vector": [0.1] * DIM} for i in range(5)]})
+        assert r.status_code == 422 and "max_batch" in r.json()["message"]
+        r = c.post("/v1/indexes/mf-hnsw/search", headers={"X-API-Key": READ_KEY},
+                   json={"vectors": [[0.1] * DIM] * 4, "k": 2})
+        assert r.status_code == 200 and validated == [1]

@@ -24,6 +24,7 @@ from fastapi import Depends, Path, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from annrec.errors import InputError
 from annrec.service.errors import ApiError
 from annrec.service.metrics import ServiceMetrics
 from annrec.service.registry import Registry, ServedIndex
@@ -198,7 +199,31 @@ class _JsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             self._json = parse_json(await self.body())
+            settings = getattr(self.app.state, "settings", None)
+            if settings is not None:
+                try:
+                    check_batch_size(self._json, settings.max_batch)
+                except InputError as e:  # FastAPI turns other errors of a body read into a 400
+                    from fastapi import HTTPException
+
+                    raise HTTPException(422, str(e)) from None
         return self._json
+
+
+def check_batch_size(obj: Any, max_batch: int) -> None:
+    """Refuse a body whose ``vectors`` or ``items`` list is longer than ``max_batch`` before the request model
+    validates (and copies) every number of it.
+
+    Raises:
+        InputError: the message names the setting.
+    """
+    if isinstance(obj, dict):
+        for name in ("vectors", "items"):
+            v = obj.get(name)
+            if isinstance(v, list) and len(v) > max_batch:
+                what = "vectors" if name == "vectors" else "items"
+                raise InputError(f"{len(v)} {what} in one request is above the limit of {max_batch} (max_batch "
+                                 f"setting): split the batch")
 
 
 class JsonRoute(APIRoute):

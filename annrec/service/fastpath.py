@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from annrec.service import schemas as S
-from annrec.service.deps import check_key, key_of_headers, parse_json
+from annrec.service.deps import check_batch_size, check_key, key_of_headers, parse_json
 from annrec.service.errors import JSON
 from annrec.service.batching import batch_search
 from annrec.service.routers.indexes import answer_search, batchable, prepare_search
@@ -71,7 +71,9 @@ class SearchFastPath:
         try:
             if not raw:
                 raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required"}])
-            body = S.SearchRequest.model_validate(parse_json(raw), from_attributes=True)  # as FastAPI does
+            obj = parse_json(raw)
+            check_batch_size(obj, state.settings.max_batch)  # before the model copies every number
+            body = S.SearchRequest.model_validate(obj, from_attributes=True)  # as FastAPI does
         except json.JSONDecodeError as e:  # as FastAPI reports it on the route
             raise RequestValidationError([{"type": "json_invalid", "loc": ("body", e.pos), "msg": "JSON decode error",
                                            "ctx": {"error": e.msg}}]) from None
