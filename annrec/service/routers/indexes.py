@@ -34,6 +34,10 @@ async def list_indexes(reg: Reg) -> S.IndexList:
 async def get_index(request: Request, name: IndexName, reg: Reg, settings: Settings, key: Key) -> S.IndexDetail:
     d = await in_worker(request, reg.get(name).describe)
     if not is_admin(settings, key):  # server paths only to the admin key
+        for field in ("recommender_error", "query_encoder_error"):
+            for p in (d.get("path"), d.get("embeddings")):
+                if d.get(field) and p:
+                    d[field] = d[field].replace(p, "<server folder>")
         d["path"] = d["embeddings"] = None
         d["source"] = {k: v for k, v in (d.get("source") or {}).items() if k not in ("embeddings", "path")}
     return S.IndexDetail(**d)
