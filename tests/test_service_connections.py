@@ -64,14 +64,15 @@ def test_idle_and_slow_clients_do_not_lock_out_normal_ones(tmp_path):
         t = threading.Thread(target=dribble, daemon=True)
         t.start()
         time.sleep(0.5)
-        answered, worst = 0, 0.0
+        answered, worst, statuses = 0, 0.0, []
         for i in range(20):  # normal clients, each on a new connection
             t0 = time.monotonic()
             r = httpx.post(url + "/v1/indexes/mf-hnsw/search", headers={"X-API-Key": READ_KEY},
                            json={"vector": [0.1 * i] * DIM, "k": 3}, timeout=15)
             worst = max(worst, time.monotonic() - t0)
             answered += r.status_code == 200
-        assert answered == 20 and worst < 10, (answered, worst)
+            statuses.append(r.status_code)
+        assert answered == 20 and worst < 10, (statuses, worst)
         # the idle and slow sockets were closed by the server: reading them gives EOF
         time.sleep(3.5)
         closed = 0

@@ -123,7 +123,7 @@ def serve(
         uvicorn.run("annrec.service.app:app_from_env", factory=True, host=settings.host, port=settings.port,
                     workers=settings.workers, log_level=settings.log_level, access_log=settings.access_log,
                     timeout_graceful_shutdown=30, timeout_keep_alive=settings.timeout_keep_alive_s,
-                    limit_concurrency=connections.MAX_CONNECTIONS + 1, backlog=min(2048, connections.MAX_CONNECTIONS),
+                    backlog=min(2048, connections.MAX_CONNECTIONS),  # the cap itself: GuardedHttpToolsProtocol
                     **kwargs)
     finally:
         os.environ.pop(SETTINGS_ENV, None)
