@@ -108,7 +108,15 @@ def _actor_class():
         def info(self):
             import ray
 
-            return {**self.shard.info(), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+            rss = None
+            try:
+                for line in Path("/proc/self/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss = int(line.split()[1]) * 1024
+            except OSError:
+                pass
+            return {**self.shard.info(), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                    "rss_bytes": rss}
 
         def reload(self):
             self.shard.reload()
