@@ -178,6 +178,9 @@ class WriteLog:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            # fold SQLite's own -wal file into the database and truncate it (the freed pages are reused by
+            # later entries, so the database stays about one snapshot interval of writes large)
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return int(n)
 
     # -- server workers that follow the log (the log is trimmed no further than the slowest has applied)
