@@ -53,38 +53,7 @@ def main() -> None:
     gt = keep[np.argsort(d, axis=1)[:, :10]]
     out = {"n": len(x), "allowed": int(len(keep)), "queries": len(q), "load_average": os.getloadavg(),
            "filter_views": args.views, "rows": []}
-    for ef in args.ef:
-        params = {"ef": ef}
-        if args.views:  # the filter's second use starts its view's build (annrec.index.filter_views): wait for it
-            for i in range(2):
-                rec.search(q[i], 10, filter=flt, params=params, threads=1, include_metadata=False)
-            t0 = time.perf_counter()
-            index.views.wait()
-            out.setdefault("view_build_s", round(time.perf_counter() - t0, 2))
-        times = {"filtered": 0.0, "unfiltered": 0.0}
-        found = []
-        for i in range(len(q)):
-            t0 = time.perf_counter()
-            hits = rec.search(q[i], 10, filter=flt, params=params, threads=1, include_metadata=False)[0]
-            t1 = time.perf_counter()
-            rec.search(q[i], 10, params=params, threads=1, include_metadata=False)
-            t2 = time.perf_counter()
-            times["filtered"] += t1 - t0
-            times["unfiltered"] += t2 - t1
-            found.append([h.item_id for h in hits])
-        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, gt.tolist())]))
-        only = all(labels[i] == args.label for row in found for i in row)
-        row = {"ef": ef, "recall@10": round(recall, 4), "only_matching": only,
-               "filtered_qps": round(len(q) / times["filtered"]), "unfiltered_qps": round(len(q) / times["unfiltered"])}
-        row["ratio"] = round(row["filtered_qps"] / row["unfiltered_qps"], 3)
-        out["rows"].append(row)
-        print(f"ef={ef:4d} recall@10 {recall:.4f} (only matching: {only})  filtered {row['filtered_qps']:6d} q/s  "
-              f"unfiltered {row['unfiltered_qps']:6d} q/s  ({row['ratio']:.2f}x)")
-    out["load_average_after"] = os.getloadavg()
-    if args.json:
-        from annrec._io import write_json
-
-        write_json(args.json, out)
+    sweep(args, rec, q, flt, gt, lambda i: labels[i] == args.label, out, "")
 
 
 def movielens(args) -> None:
@@ -112,13 +81,25 @@ def movielens(args) -> None:
     out = {"dataset": "ml-latest-small ALS (32 factors) item vectors, ip", "n": len(emb.ids), "genre": genre,
            "allowed": int(len(keep)), "fraction": round(len(keep) / len(emb.ids), 3), "queries": len(q),
            "load_average": os.getloadavg(), "rows": []}
+    sweep(args, rec, q, flt, gt, lambda i: genre in emb.items[i]["genres"], out,
+          f"{genre} ({len(keep)} of {len(emb.ids)}) ")
+
+
+def sweep(args, rec, q: np.ndarray, flt: dict, gt: np.ndarray, matches, out: dict, label: str) -> None:
+    """For each ``--ef``: filtered and unfiltered single-query searches side by side (``q`` float32 (nq, dim),
+    ``gt`` int (nq, 10) the exact filtered neighbours, ``matches(id)`` whether an item passes the filter); one
+    row per ef into ``out["rows"]``, then the figures printed and written to ``--json``."""
     for ef in args.ef:
         params = {"ef": ef}
-        times = {"filtered": 0.0, "unfiltered": 0.0}
-        found = []
-        for i in range(5):  # warm-up: the filter's allow-set is evaluated on its first use
+        for i in range(5):  # warm-up: a filter's allow-set is evaluated on its first use, its view built on its second
             rec.search(q[i], 10, filter=flt, params=params, threads=1, include_metadata=False)
             rec.search(q[i], 10, params=params, threads=1, include_metadata=False)
+        if args.views:  # wait for the filter's view (annrec.index.filter_views) when one is being built
+            t0 = time.perf_counter()
+            rec.index.views.wait()
+            out.setdefault("view_build_s", round(time.perf_counter() - t0, 2))
+        times = {"filtered": 0.0, "unfiltered": 0.0}
+        found = []
         for i in range(len(q)):
             t0 = time.perf_counter()
             hits = rec.search(q[i], 10, filter=flt, params=params, threads=1, include_metadata=False)[0]
@@ -129,13 +110,13 @@ def movielens(args) -> None:
             times["unfiltered"] += t2 - t1
             found.append([h.item_id for h in hits])
         recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, gt.tolist())]))
-        only = all(genre in emb.items[i]["genres"] for row in found for i in row)
+        only = all(matches(i) for row in found for i in row)
         row = {"ef": ef, "recall@10": round(recall, 4), "only_matching": only,
                "filtered_qps": round(len(q) / times["filtered"]), "unfiltered_qps": round(len(q) / times["unfiltered"])}
         row["ratio"] = round(row["filtered_qps"] / row["unfiltered_qps"], 3)
         out["rows"].append(row)
-        print(f"{genre} ({len(keep)} of {len(emb.ids)}) ef={ef:4d} recall@10 {recall:.4f} (only matching: {only})  "
-              f"filtered {row['filtered_qps']:6d} q/s  unfiltered {row['unfiltered_qps']:6d} q/s  ({row['ratio']:.2f}x)")
+        print(f"{label}ef={ef:4d} recall@10 {recall:.4f} (only matching: {only})  filtered {row['filtered_qps']:6d} "
+              f"q/s  unfiltered {row['unfiltered_qps']:6d} q/s  ({row['ratio']:.2f}x)")
     out["load_average_after"] = os.getloadavg()
     if args.json:
         from annrec._io import write_json

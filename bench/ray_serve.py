@@ -24,7 +24,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from service_loadtest import FMNIST, _load, _start, build, read_idx_images  # noqa: E402
+from service_loadtest import FMNIST, build, read_idx_images, serve_levels  # noqa: E402
 
 
 def build_sharded_dir(model_dir: Path, shards: int) -> Path:
@@ -59,18 +59,8 @@ def main() -> int:
         for label, model_dir, env in (("one index", plain, {}),
                                       (f"{args.shards} shards on Ray", sharded,
                                        {"ANNREC_SHARD_BACKEND": "ray", "ANNREC_RAY_TMP": ray_tmp})):
-            port = 18200 + len(out["runs"])
-            server = _start(model_dir, 1, port, env)
-            try:
-                res = _load(port, args, args.concurrency, label.replace(" ", "-"), server_pid=server.pid)
-            finally:
-                server.terminate()
-                server.wait(60)
-            for lv in res["levels"]:
-                row = {"configuration": label, "concurrency": lv["concurrency"], "rps": lv["throughput_rps"],
-                       "p50_ms": lv["p50_ms"], "p99_ms": lv["p99_ms"], "errors": lv["errors"],
-                       "server_cpu_ms_per_request": lv.get("server_cpu_ms_per_request"),
-                       "load_average_1m": lv["load_average_1m"]}
+            for row in serve_levels(model_dir, 18200 + len(out["runs"]), args, label.replace(" ", "-"), env,
+                                    configuration=label):
                 out["runs"].append(row)
                 print(f"{label:18s} c={row['concurrency']:3d}  {row['rps']:8.1f} req/s  p50 {row['p50_ms']:7.2f} ms  "
                       f"p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}")

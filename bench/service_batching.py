@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from service_loadtest import _load, _start, build  # noqa: E402
+from service_loadtest import build, serve_levels  # noqa: E402
 
 
 def main() -> int:
@@ -37,18 +37,9 @@ def main() -> int:
            "load_average_start": os.getloadavg(), "runs": []}
     for rnd in range(args.rounds):
         for batching in (False, True):
-            port = 18100 + 2 * rnd + int(batching)
-            server = _start(args.model_dir, 1, port, {"ANNREC_SEARCH_BATCHING": str(batching).lower()})
-            try:
-                res = _load(port, args, args.concurrency, f"batching-{batching}-{rnd}", server_pid=server.pid)
-            finally:
-                server.terminate()
-                server.wait(30)
-            for lv in res["levels"]:
-                row = {"round": rnd, "batching": batching, "concurrency": lv["concurrency"],
-                       "rps": lv["throughput_rps"], "p50_ms": lv["p50_ms"], "p99_ms": lv["p99_ms"],
-                       "errors": lv["errors"], "server_cpu_ms_per_request": lv.get("server_cpu_ms_per_request"),
-                       "load_average_1m": lv["load_average_1m"]}
+            rows = serve_levels(args.model_dir, 18100 + 2 * rnd + int(batching), args, f"batching-{batching}-{rnd}",
+                                {"ANNREC_SEARCH_BATCHING": str(batching).lower()}, round=rnd, batching=batching)
+            for row in rows:
                 out["runs"].append(row)
                 print(f"round {rnd} batching={str(batching):5s} c={row['concurrency']:3d}  {row['rps']:8.1f} req/s  "
                       f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  server CPU "

@@ -196,6 +196,22 @@ def _load(port: int, args, concurrency: str, name: str, requests: int | None = N
     return last
 
 
+def serve_levels(model_dir: Path, port: int, args, name: str, env: dict | None = None, **labels) -> list[dict]:
+    """Start one ``annrec serve`` worker over ``model_dir`` (``env``: extra environment), run :func:`_load` at
+    every ``args.concurrency`` level, stop it; one row per level (``labels`` first): concurrency, req/s, p50 /
+    p99 ms, errors, server CPU ms per request, 1-minute load average."""
+    server = _start(model_dir, 1, port, env)
+    try:
+        res = _load(port, args, args.concurrency, name, server_pid=server.pid)
+    finally:
+        server.terminate()
+        server.wait(60)
+    return [{**labels, "concurrency": lv["concurrency"], "rps": lv["throughput_rps"], "p50_ms": lv["p50_ms"],
+             "p99_ms": lv["p99_ms"], "errors": lv["errors"],
+             "server_cpu_ms_per_request": lv.get("server_cpu_ms_per_request"),
+             "load_average_1m": lv["load_average_1m"]} for lv in res["levels"]]
+
+
 def args_warmup(args) -> int:
     return int(getattr(args, "warmup", 200))
 

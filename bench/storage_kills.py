@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from storage_writes import (ADMIN_KEY, INDEX_NAME, READ_KEY, ROOT, Conn, Server, cached_index,  # noqa: E402
+from storage_writes import (ADMIN_KEY, INDEX_NAME, READ_KEY, Conn, Server, cached_index,  # noqa: E402
                             code_under_test, fmnist, folder_bytes, fresh_copy, parse_env)
 
 WRITERS = 4

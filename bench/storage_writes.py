@@ -159,7 +159,8 @@ def parse_env(items: list[str]) -> dict[str, str]:
 
 
 class Server:
-    """``annrec serve`` as the leader of its own process group, logging to a file."""
+    """A running ``annrec serve`` (stdout and stderr to a log file); :meth:`kill` signals the server together
+    with the children it forked."""
 
     def __init__(self, model_dir: Path, port: int, extra_env: dict[str, str], log_path: Path,
                  persist: str = "sync") -> None:

@@ -175,15 +175,7 @@ class Index(ABC):
         Raises:
             InputError: wrong dimension, NaN/Inf, invalid/duplicate ids, id type differing from the index's.
         """
-        x = as_matrix(vectors, dim=self.dim, name="vectors")
-        ext = normalize_ids(ids)
-        if len(ext) != len(x):
-            raise InputError(f"{len(ext)} ids for {len(x)} vectors: give exactly one id per vector")
-        if len(self._ext) and (self._ext.dtype.kind in "iu") != (ext.dtype.kind in "iu"):
-            raise InputError("this index uses " + ("integer" if self._ext.dtype.kind in "iu" else "string")
-                             + " ids: pass ids of the same type")
-        x = self._prepare(x)
-        self._backend_check(x)  # before anything changes: a refused upsert loses nothing
+        x, ext = self.check_upsert(vectors, ids)
         with self._write_lock:
             before = self._generation
             old = [self._label[e] for e in ext.tolist() if e in self._label]
@@ -193,6 +185,38 @@ class Index(ABC):
             if items:
                 self.items.update(items)
             self._changes.append((before, self._generation, ext.tolist()))
+
+    def check_upsert(self, vectors, ids) -> tuple[np.ndarray, np.ndarray]:
+        """Check an upsert without changing anything: ``vectors`` ``(n, dim)`` and ``ids`` ``(n,)`` as :meth:`add`
+        stores them — float32 C-contiguous (normalised under cosine) and the normalised id array.
+
+        Raises:
+            InputError: wrong dimension, NaN/Inf, invalid/duplicate ids, a count or id type that does not match,
+                vectors the backend cannot hold.
+        """
+        x = as_matrix(vectors, dim=self.dim, name="vectors")
+        ext = normalize_ids(ids)
+        if len(ext) != len(x):
+            raise InputError(f"{len(ext)} ids for {len(x)} vectors: give exactly one id per vector")
+        if len(self._ext) and (self._ext.dtype.kind in "iu") != (ext.dtype.kind in "iu"):
+            raise InputError("this index uses " + ("integer" if self._ext.dtype.kind in "iu" else "string")
+                             + " ids: pass ids of the same type")
+        x = self._prepare(x)
+        self._backend_check(x)  # before anything changes: a refused upsert loses nothing
+        return x, ext
+
+    def reserve(self, n_labels: int, rw=None) -> None:
+        """Make room for ``n_labels`` labels before they are added: the stored-vector buffer (grown into a new
+        array, so readers of the old one are undisturbed) and the backend's capacity (hnswlib's
+        ``resize_index``, run under ``rw.write()`` when a readers-writer lock is given)."""
+        if n_labels > len(self._vec_buf):
+            grown = np.empty((n_labels, self.dim), dtype=np.float32)
+            grown[:len(self._ext)] = self._vectors
+            self._vec_buf = grown
+        self._backend_reserve(n_labels, rw)
+
+    def _backend_reserve(self, n_labels: int, rw=None) -> None:
+        """Grow the backend's capacity to ``n_labels`` (default: nothing to do)."""
 
     def remove(self, ids) -> None:
         """Delete items by external id (marked deleted; they never appear in results again).

@@ -60,29 +60,23 @@ def write_files(index: Index, folder: Path, *, seq: int = 0) -> None:
 
 
 def read_folder(cls: type[Index], path: str | os.PathLike) -> Index:
-    """Read an index folder written by :func:`write_folder` into a new ``cls`` instance.
+    """Read an index folder written by :func:`write_folder` into a new ``cls`` instance: its current snapshot (or
+    the flat files of the earlier format), then the write-ahead-log entries after the snapshot's ``seq``.
 
     Raises:
         DataNotFoundError: no such folder.
-        ArtifactError: not an index, another backend's folder, a newer format, or missing/corrupt files.
+        ArtifactError: not an index, another backend's folder, a newer format, missing/corrupt files, or a log
+            trimmed past the snapshot.
     """
-    import json
+    import contextlib
 
     from annrec.index import storage, wal
 
     top = Path(path)
-    with storage.reading(top) if (top / storage.CURRENT).exists() else _nothing():
-        path = storage.snapshot_folder(top)
-        index = _read_files(cls, path)
-    index.snapshot_seq = int(index._manifest_seq)
+    with storage.reading(top) if (top / storage.CURRENT).exists() else contextlib.nullcontext():
+        index = _read_files(cls, storage.snapshot_folder(top))
     index.applied_seq = wal.replay(index, top, index.snapshot_seq)
     return index
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _read_files(cls: type[Index], path: Path) -> Index:
@@ -137,7 +131,7 @@ def _read_files(cls: type[Index], path: Path) -> Index:
         index.items = {(int(k) if int_ids else k): v for k, v in raw.items()}
     index.source = manifest.get("source", {})
     index.build_seconds = manifest.get("build_seconds")
-    index._manifest_seq = int(manifest.get("seq", 0))
+    index.snapshot_seq = int(manifest.get("seq", 0))
     return index
 
 

@@ -72,6 +72,14 @@ class HnswIndex(Index):
             self._index.resize_index(max(need, int(cap * 1.5)))
         self._index.add_items(x, labels)
 
+    def _backend_reserve(self, n_labels: int, rw=None) -> None:
+        if self._index is not None and n_labels > self._index.get_max_elements():
+            if rw is None:
+                self._index.resize_index(n_labels)
+            else:
+                with rw.write():  # resize_index reallocates the graph under the searches' feet
+                    self._index.resize_index(n_labels)
+
     def _backend_mark_deleted(self, labels: np.ndarray) -> None:
         for lab in labels.tolist():
             self._index.mark_deleted(int(lab))

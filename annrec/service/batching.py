@@ -91,6 +91,22 @@ class SearchBatcher:
         self._dispatch(key, group, run)
 
 
+def batchable(body) -> bool:
+    """A single-vector search without filters (a :class:`~annrec.service.schemas.SearchRequest`): one that
+    dynamic batching may coalesce with others."""
+    return body.vector is not None and body.filter is None and body.allowed_ids is None and body.denied_ids is None
+
+
+async def submit_search(batcher: SearchBatcher, srv, body, params: dict | None, threads: int) -> bytes:
+    """A :func:`batchable` search answered through ``batcher``, as JSON bytes (the route and the fast path).
+
+    Raises:
+        the request's own error (wrong dimension, answer too large, …), as the unbatched search would.
+    """
+    key = (id(srv), body.k, tuple(sorted(params.items())) if params else None, body.include_metadata)
+    return await batcher.submit(key, body, lambda bodies: batch_search(srv, bodies, params, threads))
+
+
 def batch_search(srv, bodies: list, params: dict | None, threads: int) -> list:
     """One search over the single-vector requests ``bodies`` of one index and shape; their JSON answers (bytes),
     or the error of a request that fails its own checks. Blocking: runs in a worker thread."""

@@ -26,8 +26,8 @@ from starlette.responses import Response
 from annrec.service import schemas as S
 from annrec.service.deps import check_batch_size, check_key, key_of_headers, parse_json
 from annrec.service.errors import JSON
-from annrec.service.batching import batch_search
-from annrec.service.routers.indexes import answer_search, batchable, prepare_search
+from annrec.service.batching import batchable, submit_search
+from annrec.service.routers.indexes import answer_search, prepare_search
 
 PREFIX, SUFFIX = "/v1/indexes/", "/search"
 
@@ -83,10 +83,8 @@ class SearchFastPath:
         srv, params = prepare_search(state.registry, name, body, state.settings)
         batcher = getattr(state, "batcher", None)
         if batcher is not None and batchable(body):
-            threads = state.settings.search_threads
-            key = (id(srv), body.k, tuple(sorted(params.items())) if params else None, body.include_metadata)
-            data = await batcher.submit(key, body, lambda bodies: batch_search(srv, bodies, params, threads))
-            return Response(data, media_type=JSON)
+            return Response(await submit_search(batcher, srv, body, params, state.settings.search_threads),
+                            media_type=JSON)
 
         def go() -> bytes:
             with srv.rw.read():

@@ -98,28 +98,26 @@ def check_response_size(settings: ServiceSettings | None, rows: list, include_me
     """Refuse (before serialisation) an answer whose hits would pass ``max_response_bytes``.
 
     ``rows``: one list of :class:`~annrec.recommend.Recommendation` per query. Hits without metadata cost at
-    most ~64 bytes each; with metadata the bound is checked first and the metadata measured only when the
-    bound is passed.
+    most ~64 bytes each. The metadata is measured (serialised once more) only when the hits could pass the limit
+    with every item at ``max_metadata_bytes`` — the bound written metadata is held to — so an ordinary answer
+    pays nothing for the check.
 
     Raises:
         ResponseTooLarge: the message names the setting and the size.
     """
     limit = settings.max_response_bytes if settings is not None else 32 * 1024 * 1024
     n = sum(len(r) for r in rows)
-    if n * 64 + 256 <= limit and not include_metadata:
-        return
-    if include_metadata:
+    size = 256 + 64 * n
+    per_item = settings.max_metadata_bytes if settings is not None else 16 * 1024
+    if include_metadata and size <= limit < size + n * per_item:
         import orjson
 
-        size = 256 + n * 64
         for r in rows:
             for h in r:
                 if h.metadata is not None:
                     size += len(orjson.dumps(h.metadata))
-                if size > limit:
-                    break
-    else:
-        size = n * 64 + 256
+            if size > limit:
+                break
     if size > limit:
         raise ResponseTooLarge(f"the answer would hold more than {limit} bytes (max_response_bytes setting): ask "
                                f"for fewer hits (k), fewer query vectors per request, or include_metadata=false")

@@ -256,26 +256,16 @@ class Registry:
         return Snapshot(served, generation, tuple(found.skipped))
 
     def _load_index(self, path: Path):
-        """An index folder, or a sharded folder with its shards in this process or in Ray actors
-        (``shard_backend``)."""
-        import json
+        """An index folder, or a sharded folder with its shards in this process or, with ``shard_backend: ray``,
+        in Ray actors (a local Ray is started on first use, and shut down by :meth:`close`)."""
+        if self.settings.shard_backend != "ray":
+            return load_index(path)
+        import ray
 
-        from annrec.index.sharded import SHARDED_KIND
-
-        try:
-            kind = json.loads((path / "manifest.json").read_text()).get("kind")
-        except (OSError, ValueError, AttributeError):
-            kind = None
-        if kind == SHARDED_KIND and self.settings.shard_backend == "ray":
-            import ray
-
-            from annrec.index.ray_shards import init_ray
-
-            if not ray.is_initialized():
-                init_ray(self.settings.ray_address)
-                self._ray_started = True
-            return load_index(path, backend="ray")
-        return load_index(path)
+        fresh = not ray.is_initialized()
+        index = load_index(path, backend="ray", address=self.settings.ray_address)  # ignored by a plain folder
+        self._ray_started = getattr(self, "_ray_started", False) or (fresh and ray.is_initialized())
+        return index
 
     @staticmethod
     def _embeddings_path(source: dict[str, Any], found: Discovered) -> Path | None:
@@ -411,8 +401,8 @@ class Registry:
                                      f"changed: build an index from them with `annrec index build` to get a "
                                      f"writable one")
                 if self.settings.read_only:
-                    raise InputError(f"writes are disabled: this server runs with read_only (--read-only); send "
-                                     f"writes to a server without it")
+                    raise InputError("writes are disabled: this server runs with read_only (--read-only); send "
+                                     "writes to a server without it")
                 if srv.index.backend == "sharded":
                     raise InputError(f"index {name!r} is a sharded index, which is read-only over HTTP: write to its "
                                      f"embeddings and rebuild it with `annrec index build --shards`, then POST "

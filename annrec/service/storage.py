@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from annrec.errors import AnnrecError, InputError, UnknownIdError
+from annrec.errors import AnnrecError, UnknownIdError
 from annrec.index import Index, storage
 from annrec.index.wal import WriteLog, apply_entries
 
@@ -152,38 +152,27 @@ class IndexStore:
                     self._commit(batch)
                 except BaseException as e:  # noqa: BLE001 - never let the committer die silently
                     log.exception("committing writes to index %s failed", self.name)
-                    for w in batch:
-                        if not w.done.is_set():
-                            w.error = PersistError(f"the write to index {self.name!r} could not be committed ({e})")
-                            w.done.set()
+                    _fail(batch, PersistError(f"the write to index {self.name!r} could not be committed ({e})"))
 
     def _commit(self, batch: list[Write]) -> None:
         if not batch:  # following other workers: read only
             with self.commit_lock:
                 if not self.retired:
                     self._apply_new()
-                    if time.monotonic() - self._beat_at > 5.0:
-                        self.log.heartbeat(self.worker, self.applied_seq)
-                        self._beat_at = time.monotonic()
+                    self._beat()
             return
         with self.commit_lock:
             if self.retired:
-                for w in batch:
-                    w.error = StoreRetired(self.name)
-                    w.done.set()
+                _fail(batch, StoreRetired(self.name))
                 return
-            index = self.index
-            if batch:
-                self._reserve(sum(len(w.ids) for w in batch if w.op == "upsert"))
+            self._reserve(sum(len(w.ids) for w in batch if w.op == "upsert"))
             try:
                 self.log.begin()
             except Exception as e:  # noqa: BLE001 - a locked or unwritable database: 503, nothing changed
-                for w in batch:
-                    w.error = PersistError(f"the write to index {self.name!r} could not be logged ({e}); nothing "
-                                           f"was changed: retry")
-                    w.done.set()
+                _fail(batch, PersistError(f"the write to index {self.name!r} could not be logged ({e}); nothing "
+                                          f"was changed: retry"))
                 return
-            accepted: list[Write] = []
+            accepted: list[tuple[Write, int]] = []  # with the number of rows logged up to and including it
             try:
                 self._apply_new()  # other workers' committed entries first: checks see the latest state
                 live: dict = {}
@@ -191,42 +180,38 @@ class IndexStore:
                 for w in batch:
                     try:
                         rows += self._rows(w, live)
-                        accepted.append(w)
+                        accepted.append((w, len(rows)))
                     except AnnrecError as e:
-                        w.error = e
-                        w.done.set()
+                        _fail([w], e)
                 last = self.log.insert(rows) if rows else 0
                 self.log.commit()
             except BaseException as e:
                 self.log.rollback()
-                for w in batch:
-                    if not w.done.is_set():
-                        w.error = PersistError(f"the write to index {self.name!r} could not be committed ({e}); "
-                                               f"nothing was changed: retry")
-                        w.done.set()
+                _fail(batch, PersistError(f"the write to index {self.name!r} could not be committed ({e}); "
+                                          f"nothing was changed: retry"))
                 return
             self._apply_new()
-            n_rows = len(rows)
-            self.logged_since_snapshot += n_rows
-            for w in accepted:
-                w.seq = last
+            self.logged_since_snapshot += len(rows)
+            for w, end in accepted:  # one transaction: its rows took consecutive sequence numbers
+                w.seq = last - len(rows) + end
                 w.done.set()
-            if n_rows and self.logged_since_snapshot >= self.snapshot_every:
+            if rows and self.logged_since_snapshot >= self.snapshot_every:
                 with self._cond:
                     self._cond.notify_all()
-            if self.follow_interval is not None and time.monotonic() - self._beat_at > 5.0:
-                self.log.heartbeat(self.worker, self.applied_seq)
-                self._beat_at = time.monotonic()
-        del index
+            if self.follow_interval is not None:
+                self._beat()
+
+    def _beat(self) -> None:
+        """Tell the other workers how far this one has applied the log (at most every 5 s)."""
+        if time.monotonic() - self._beat_at > 5.0:
+            self.log.heartbeat(self.worker, self.applied_seq)
+            self._beat_at = time.monotonic()
 
     def _rows(self, w: Write, live: dict) -> list:
         """Check a write against the index (and the earlier writes of this commit); its log rows."""
         index = self.index
         if w.op == "upsert":
-            if len(index._ext) and (index._ext.dtype.kind in "iu") != isinstance(w.ids[0], (int, np.integer)):
-                raise InputError(f"index {self.name!r} uses " + ("integer" if index._ext.dtype.kind in "iu"
-                                                                 else "string") + " ids: pass ids of the same type")
-            index._backend_check(index._prepare(w.vectors))
+            index.check_upsert(w.vectors, w.ids)
             for i in w.ids:
                 live[i] = True
             meta = w.metadata or {}
@@ -253,18 +238,12 @@ class IndexStore:
             n += len(entries)
 
     def _reserve(self, n_new: int) -> None:
-        """Grow the vector buffer (outside the readers-writer lock: only the committer writes) and hnswlib's
-        capacity (under it, and rarely: 1.5x) before ``n_new`` vectors are added."""
+        """Room for ``n_new`` more vectors, grown by 1.5x at a time: the vector buffer outside the readers-writer
+        lock (only the committer writes), hnswlib's capacity under it (rarely)."""
         index = self.index
         need = len(index._ext) + n_new
-        if need > len(index._vec_buf):
-            grown = np.empty((max(need, int(len(index._vec_buf) * 1.5) + 1024), index.dim), dtype=np.float32)
-            grown[:len(index._ext)] = index._vectors
-            index._vec_buf = grown
-        raw = getattr(index, "raw", None) if index.backend == "hnswlib" else None
-        if raw is not None and need > raw.get_max_elements():
-            with self.rw.write():
-                raw.resize_index(max(need, int(raw.get_max_elements() * 1.5) + 1024))
+        if need > len(index._vec_buf) or need > _backend_capacity(index):
+            index.reserve(max(need, int(len(index._vec_buf) * 1.5) + 1024), self.rw)
 
     # ------------------------------------------------------------------ snapshots
     def _snapshot_loop(self) -> None:
@@ -358,9 +337,7 @@ class IndexStore:
             self.retired = True
             queued = list(self._queue)
             self._queue.clear()
-        for w in queued:
-            w.error = StoreRetired(self.name)
-            w.done.set()
+        _fail(queued, StoreRetired(self.name))
 
     def close(self, snapshot: bool = False) -> None:
         """Stop the threads (after a snapshot when ``snapshot``) and close the log; drops the index reference."""
@@ -383,9 +360,19 @@ class IndexStore:
         self.index = None
 
     def describe(self) -> dict[str, Any]:
+        """The ``storage`` block of ``GET /v1/indexes/{name}``: log positions (sequence numbers), snapshots
+        written, the last snapshot error, whether commits are fsynced."""
         return {"applied_seq": self.applied_seq, "snapshot_seq": self.snapshot_seq,
                 "logged_since_snapshot": self.logged_since_snapshot, "snapshots_written": self.snapshots,
                 "snapshot_error": self.snapshot_error, "durable": self.durable}
+
+
+def _fail(writes: list[Write], error: BaseException) -> None:
+    """Answer the writes of ``writes`` not answered yet with ``error``."""
+    for w in writes:
+        if not w.done.is_set():
+            w.error = error
+            w.done.set()
 
 
 def _disk_seq(folder) -> int:
@@ -409,19 +396,17 @@ def _close_sockets() -> None:
             pass
 
 
+def _backend_capacity(index: Index) -> int:
+    raw = getattr(index, "raw", None) if index.backend == "hnswlib" else None
+    return raw.get_max_elements() if raw is not None else 1 << 62
+
+
 def reserve_capacity(index: Index, headroom: float = 0.1, minimum: int = 1024) -> None:
     """Grow a loaded index's vector buffer and (hnswlib) graph capacity by ``headroom`` (at least ``minimum``
-    slots) before serving it.
+    slots) before serving it (:meth:`~annrec.index.Index.reserve`).
 
     hnswlib loads an index with room for exactly its elements, so the first upsert would run
     ``resize_index`` (a copy of the whole graph: ~1.5 s for 60,000 x 784) while holding the write lock and
     stalling every search. Doing it at load time, before the index is served, keeps that off the request path.
     """
-    target = int(len(index._ext) * (1 + headroom)) + minimum
-    if len(index._vec_buf) < target:
-        grown = np.empty((target, index.dim), dtype=np.float32)
-        grown[:len(index._ext)] = index._vectors
-        index._vec_buf = grown
-    raw = getattr(index, "raw", None)
-    if index.backend == "hnswlib" and raw is not None and raw.get_max_elements() < target:
-        raw.resize_index(target)
+    index.reserve(int(len(index._ext) * (1 + headroom)) + minimum)

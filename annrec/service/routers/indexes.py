@@ -10,6 +10,7 @@ from annrec.service.deps import (READ, IndexName, ItemIdPath, JsonRoute, Key, Re
                                  reading)
 from annrec.service.errors import BODY_ERRORS, ERR, READ_ERRORS
 from annrec.service.limits import allowed_k, check_limits, check_response_size, query_params, to_queries
+from annrec.service.batching import batchable
 from annrec.service.registry import ServedIndex
 
 router = APIRouter(prefix="/v1/indexes", dependencies=READ, route_class=JsonRoute)
@@ -70,16 +71,6 @@ def prepare_search(reg, name: str, body: S.SearchRequest, settings) -> tuple[Ser
     return srv, query_params(srv, body.ef, body.nprobe)
 
 
-def settings_of(srv: ServedIndex):
-    """The settings a served index was loaded under (its registry's)."""
-    return srv.settings
-
-
-def batchable(body: S.SearchRequest) -> bool:
-    """A single-vector search without filters: one that dynamic batching may coalesce with others."""
-    return body.vector is not None and body.filter is None and body.allowed_ids is None and body.denied_ids is None
-
-
 def answer_search(srv: ServedIndex, body: S.SearchRequest, params: dict | None,
                   threads: int) -> S.SearchResponse | S.BatchSearchResponse:
     """Run a search (blocking: call it in a worker thread under ``srv``'s read lock) into its response model."""
@@ -89,7 +80,7 @@ def answer_search(srv: ServedIndex, body: S.SearchRequest, params: dict | None,
     rows = srv.recommender.search(q, k, allowed_ids=body.allowed_ids, denied_ids=body.denied_ids,
                                   filter=body.filter, params=params,
                                   threads=threads, include_metadata=body.include_metadata) if k else [[] for _ in q]
-    check_response_size(settings_of(srv), rows, body.include_metadata)
+    check_response_size(srv.settings, rows, body.include_metadata)
     if body.vector is not None:
         return S.SearchResponse(index=srv.name, k=body.k, hits=hit_list(rows[0], body.include_metadata))
     return S.BatchSearchResponse(index=srv.name, k=body.k,
@@ -105,13 +96,10 @@ async def search(request: Request, name: IndexName, body: S.SearchRequest, reg: 
     if batcher is not None and batchable(body):
         from starlette.responses import Response
 
-        from annrec.service.batching import batch_search
+        from annrec.service.batching import submit_search
         from annrec.service.errors import JSON
 
-        threads = settings.search_threads
-        key = (id(srv), body.k, tuple(sorted(params.items())) if params else None, body.include_metadata)
-        data = await batcher.submit(key, body, lambda bodies: batch_search(srv, bodies, params, threads))
-        return Response(data, media_type=JSON)
+        return Response(await submit_search(batcher, srv, body, params, settings.search_threads), media_type=JSON)
     return await reading(request, srv, answer_search, srv, body, params, settings.search_threads)
 
 
