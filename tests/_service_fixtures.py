@@ -144,8 +144,9 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("server exited:\n" + "".join(self.output))
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/ready", timeout=1.0).status_code == 200:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                r = httpx.get(self.url + "/ready", timeout=1.0)
+                if r.status_code == 200 and r.json().get("status") == "ready":  # annrec's answer, not another's
                     return self
             time.sleep(0.1)
         raise TimeoutError("server did not become ready:\n" + "".join(self.output))

@@ -11,8 +11,12 @@ import typer
 from annrec.cli.apps import app, console, err_console
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Bind ``host:port`` once before starting the server, so a busy port is one clear error, not a log line.
+def listen_socket(host: str, port: int, backlog: int):
+    """Bind and listen on ``host:port`` before anything else starts, so a busy port is one clear error, not a log
+    line, and no process started during start-up (a local Ray's agents pick random free ports) can take the port.
+
+    Returns:
+        socket.socket: a listening TCP socket (SO_REUSEADDR, as uvicorn sets it).
 
     Raises:
         InputError: the address is in use or cannot be bound (permission, unknown host).
@@ -22,13 +26,16 @@ def check_port_free(host: str, port: int) -> None:
     from annrec.errors import InputError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-        try:
-            sock.bind((host, port))
-        except OSError as e:
-            hint = "choose another --port or stop the other server" if e.errno == 98 else "check --host and --port"
-            raise InputError(f"cannot listen on {host}:{port} ({e.strerror or e}): {hint}") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(backlog)  # listening at once: Linux lets a second SO_REUSEADDR socket bind a port not listened on
+    except OSError as e:
+        sock.close()
+        hint = "choose another --port or stop the other server" if e.errno == 98 else "check --host and --port"
+        raise InputError(f"cannot listen on {host}:{port} ({e.strerror or e}): {hint}") from None
+    return sock
 
 
 @app.command("serve")
@@ -95,7 +102,11 @@ def serve(
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.insecure_no_auth:
         err_console.print(f"[bold red]WARNING:[/] listening on {settings.host} without authentication",
                           highlight=False)
-    check_port_free(settings.host, settings.port)
+    from annrec.service import connections
+
+    connections.configure(settings.header_timeout_s, settings.max_connections)
+    backlog = min(2048, connections.MAX_CONNECTIONS)  # the cap itself: GuardedHttpToolsProtocol
+    sock = listen_socket(settings.host, settings.port, backlog)
     import uvicorn
 
     runtime = None
@@ -115,17 +126,26 @@ def serve(
             kwargs[key] = value
         except ImportError:
             pass
-    from annrec.service import connections
-
-    connections.configure(settings.header_timeout_s, settings.max_connections)
     kwargs["http"] = connections.GuardedHttpToolsProtocol  # header timeout, connection cap
+    config = uvicorn.Config("annrec.service.app:app_from_env", factory=True, host=settings.host,
+                            port=settings.port, workers=settings.workers, log_level=settings.log_level,
+                            access_log=settings.access_log, timeout_graceful_shutdown=30,
+                            timeout_keep_alive=settings.timeout_keep_alive_s, backlog=backlog, **kwargs)
+    server = uvicorn.Server(config)
     try:
-        uvicorn.run("annrec.service.app:app_from_env", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, log_level=settings.log_level, access_log=settings.access_log,
-                    timeout_graceful_shutdown=30, timeout_keep_alive=settings.timeout_keep_alive_s,
-                    backlog=min(2048, connections.MAX_CONNECTIONS),  # the cap itself: GuardedHttpToolsProtocol
-                    **kwargs)
+        if settings.workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            sock.set_inheritable(True)  # as uvicorn's own bind_socket() leaves it for its workers
+            Multiprocess(config, sockets=[sock]).run()
+        else:  # uvicorn starts the app (and a local Ray with it) before it binds: hand it the socket bound above
+            server.run(sockets=[sock])
+            if not server.started:
+                raise typer.Exit(3)  # uvicorn's STARTUP_FAILURE: the error is in its log above
+    except KeyboardInterrupt:
+        pass
     finally:
+        sock.close()
         os.environ.pop(SETTINGS_ENV, None)
         if runtime is not None:
             import shutil
