@@ -6,13 +6,17 @@ load changes hit all methods alike:
 
 * ``search``      ``index.search(user_vector, k)`` — unfiltered, the floor;
 * ``search+deny`` ``index.search(user_vector, k, denied_ids=seen)`` — the exclusion inside the index;
+* ``search+deny_list`` the same with the deny-list resolved beforehand (``index.deny_list(seen)``, as the
+  Recommender keeps it per user while the index does not change);
 * ``recommend``   ``Recommender(emb, index).recommend(user, k)`` — the whole served path (user lookup,
-  seen items, exclusion, k check, hits with metadata).
+  seen items, exclusion, k check, hits with metadata);
+* ``recommend_all`` the same with ``exclude_seen=False``: the served path without the exclusion, so
+  ``recommend / recommend_all`` is what the exclusion costs a served recommendation.
 
 Users are those with between ``--min-seen`` and ``--max-seen`` seen items (default 130–200, around
 the 165 of the median ml-latest-small user of the MF artifact). Best of ``--runs`` passes, microseconds
-per query. Only APIs present in every annrec release are used, so the script also measures older
-checkouts (``PYTHONPATH=<old checkout> python bench/seen_exclusion.py ...``).
+per query. The resolved deny-list is skipped where ``Index.deny_list`` does not exist, so the script also
+measures older checkouts (``PYTHONPATH=<old checkout> python bench/seen_exclusion.py ...``).
 
     annrec train mf --out artifacts/mf
     OMP_NUM_THREADS=1 python bench/seen_exclusion.py --embeddings artifacts/mf --json bench/results/seen_exclusion.json
@@ -70,7 +74,11 @@ def main() -> None:
             "search": lambda u: index.search(queries[u], k, threads=1),
             "search+deny": lambda u: index.search(queries[u], k, denied_ids=seen[u], threads=1),
             "recommend": lambda u: rec.recommend(u, k),
+            "recommend_all": lambda u: rec.recommend(u, k, exclude_seen=False),
         }
+        if hasattr(index, "deny_list"):
+            resolved = {u: index.deny_list(seen[u]) for u in users}
+            methods["search+deny_list"] = lambda u: index.search(queries[u], k, denied_ids=resolved[u], threads=1)
         for u in users[:20]:  # warm-up
             for fn in methods.values():
                 fn(u)
@@ -83,7 +91,7 @@ def main() -> None:
             for _ in range(args.runs):
                 total = dict.fromkeys(names, 0.0)
                 for j, u in enumerate(users):  # every method on the same user back to back, order rotated
-                    for m in names[j % 3:] + names[:j % 3]:
+                    for m in names[j % len(names):] + names[:j % len(names)]:
                         fn = methods[m]
                         t0 = perf()
                         fn(u)
@@ -93,12 +101,15 @@ def main() -> None:
         finally:
             gc.enable()
         us = {m: best[m] / len(users) * 1e6 for m in methods}
+        ratios = {"deny_ratio": us["search+deny"] / us["search"],
+                  "recommend_ratio": us["recommend"] / us["search"],
+                  "exclusion_ratio": us["recommend"] / us["recommend_all"]}
+        if "search+deny_list" in us:
+            ratios["deny_list_ratio"] = us["search+deny_list"] / us["search"]
         out["results"][name] = {**{f"{m}_us": round(v, 1) for m, v in us.items()},
-                                "deny_ratio": round(us["search+deny"] / us["search"], 3),
-                                "recommend_ratio": round(us["recommend"] / us["search"], 3)}
-        print(f"{name:28s} search {us['search']:7.1f} us   search+deny {us['search+deny']:7.1f} us "
-              f"({us['search+deny'] / us['search']:.2f}x)   recommend {us['recommend']:7.1f} us "
-              f"({us['recommend'] / us['search']:.2f}x)")
+                                **{r: round(v, 3) for r, v in ratios.items()}}
+        print(f"{name:26s} " + "  ".join(f"{m} {v:.1f} us" for m, v in us.items()) + "\n" + " " * 27
+              + "  ".join(f"{r} {v:.2f}x" for r, v in ratios.items()))
     out["load_average_after"] = os.getloadavg()
     print(f"{len(users)} users, mean {out['mean_seen']:.0f} seen items, k={k}, load average "
           f"{out['load_average'][0]:.2f} -> {out['load_average_after'][0]:.2f}")

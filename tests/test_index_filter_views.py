@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import annrec.index.base as base
+import annrec.index.filtered as filtered
 from annrec.index import build_index
 from annrec.recommend import Recommender
 
@@ -20,8 +20,8 @@ FLT = {"must": [{"key": "c", "match": {"value": 1}}]}
 @pytest.fixture
 def rec(monkeypatch):
     # the allowed sets here are small; lower the exact-search thresholds so they take the graph/view path
-    monkeypatch.setattr(base, "EXACT_FILTER_THRESHOLD", 10)
-    monkeypatch.setattr(base, "EXACT_FILTER_BUDGET", 100)
+    monkeypatch.setattr(filtered, "EXACT_FILTER_THRESHOLD", 10)
+    monkeypatch.setattr(filtered, "EXACT_FILTER_BUDGET", 100)
     index = build_index(X, IDS, "l2", backend="hnswlib", M=16, ef_construction=100, ef=64)
     index.items = {int(i): {"c": int(i % 3)} for i in IDS}
     return Recommender(None, index)

@@ -31,23 +31,12 @@ import numpy as np
 from annrec._validate import as_matrix, check_k, check_metric, normalize_ids
 from annrec.embeddings import _coerce_id, library_versions
 from annrec.errors import InputError, UnknownIdError
+from annrec.index.filtered import DenyList, FilteredSearch  # noqa: F401  (DenyList: part of this module's API)
 from annrec.index.folder import KIND
 
 FORMAT_VERSION = 1
 
-# Allow-lists whose exact scan costs no more than EXACT_FILTER_BUDGET multiply-adds (allowed vectors x dim:
-# 2,048 Fashion-MNIST vectors, ~25,000 of a 65-d MF model) are answered by exact search over their stored
-# vectors: cheaper and exact, where graph/IVF search with a selective filter both slows down and loses
-# recall (the rule Qdrant and Weaviate apply to small filtered sets).
-EXACT_FILTER_BUDGET = 2048 * 784
-EXACT_FILTER_THRESHOLD = 2048  # allow-lists at least this small are always answered exactly
-
-# A deny-list search first asks for up to k + DENY_OVERFETCH * k (at least k + 32) unfiltered neighbours
-# and drops the denied ones (Index._search_denied); bench/seen_exclusion.py measures the choice.
-DENY_OVERFETCH = 3
-
-
-class Index(ABC):
+class Index(FilteredSearch, ABC):
     """A vector index with external ids, filtering, updates and an atomic on-disk format.
 
     Subclasses implement the ``_backend_*`` hooks. Use :func:`annrec.index.build_index` or
@@ -326,7 +315,8 @@ class Index(ABC):
             params: query-time parameters for this call (``{"ef": 128}``, ``{"nprobe": 16}``; FAISS HNSW
                 takes ``ef`` or its own name ``efSearch``).
             allowed_ids: only these external ids may be returned (unknown ids are ignored).
-            denied_ids: these external ids are never returned.
+            denied_ids: these external ids are never returned; or a :class:`~annrec.index.filtered.DenyList`
+                from :meth:`deny_list`, resolved once for repeated searches (seen items).
             threads: threads for a batch (``None``: all cores; 1: the single-query protocol).
             filter_key: names the filter ``allowed_ids`` came from (the canonical JSON of a payload filter), so
                 a backend with costly filtered search (hnswlib) may answer a recurring filter from a cached
@@ -348,8 +338,11 @@ class Index(ABC):
                 and queries.shape[1] == self.dim and queries.shape[0] and queries.flags.c_contiguous
                 and type(k) is int and 0 < k <= len(self._label)):
             flat = queries.reshape(-1)
-            if math.isfinite(flat.dot(flat)):  # NaN/Inf anywhere (or overflow) -> the checked path below
-                if self._cosine:  # one vectorised step; a zero query stays zero (every score 0)
+            ss = float(flat.dot(flat))
+            if math.isfinite(ss):  # NaN/Inf anywhere (or overflow) -> the checked path below
+                if self._cosine and len(queries) == 1:  # ss is this query's squared norm: one scalar product
+                    queries = queries * np.float32(1.0 / math.sqrt(ss) if ss > 0 else 0.0)
+                elif self._cosine:  # one vectorised step; a zero query stays zero (every score 0)
                     norms = np.sqrt(np.einsum("ij,ij->i", queries, queries))
                     queries = queries / np.maximum(norms, np.float32(1e-30))[:, None]
                 if denied_ids is not None:
@@ -365,96 +358,10 @@ class Index(ABC):
             q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), np.float32(1e-30))
         if allowed_ids is None and denied_ids is not None:
             return self._search_denied(q, k, params, denied_ids, threads)
-        mask = None
         if allowed_ids is not None or (self._n_deleted and not self.native_deletes):
-            if filter_key is not None and denied_ids is None:  # a named filter: its mask, once per index version
-                cached = self.__dict__.get("_mask_cache")
-                if cached is None or cached[0] != self._generation:
-                    cached = self._mask_cache = (self._generation, {})
-                hit = cached[1].get(filter_key)
-                if hit is None:
-                    m = self._allow_mask(allowed_ids, None)
-                    hit = cached[1][filter_key] = (m, int(m.sum()))
-                    if len(cached[1]) > 64:
-                        cached[1].clear()
-                mask, n_allowed = hit
-            else:
-                mask = self._allow_mask(allowed_ids, denied_ids)
-                n_allowed = int(mask.sum())
-            if n_allowed == 0:
-                return self._empty(len(q), k)
-            if allowed_ids is not None and (n_allowed <= EXACT_FILTER_THRESHOLD
-                                            or n_allowed * self.dim <= EXACT_FILTER_BUDGET):
-                if filter_key is not None and denied_ids is None:  # gathered once per filter and index version
-                    sub = self._mask_cache[1].setdefault(filter_key + "\x00exact", None)
-                    if sub is None:
-                        lab = np.flatnonzero(mask)
-                        xs = np.ascontiguousarray(self._vectors[lab])
-                        sub = self._mask_cache[1][filter_key + "\x00exact"] = (lab, (xs, np.einsum("ij,ij->i", xs, xs)))
-                    labels, scores = self._exact(q, min(k, n_allowed), sub[0], sub[1])
-                else:
-                    labels, scores = self._exact(q, min(k, n_allowed), np.flatnonzero(mask))
-                return self._finish(labels, scores, k)
-            if n_allowed < k:
-                labels, scores = self._exact(q, n_allowed, np.flatnonzero(mask))
-                return self._finish(labels, scores, k)
-            if filter_key is not None and allowed_ids is not None and self.filter_views:
-                got = self.views.search(self, filter_key, q, k, mask, params, threads)
-                if got is not None:
-                    return self._finish(*got, k)
-        labels, scores = self._backend_search(q, k, params, mask, threads)
+            return self._search_allowed(q, k, params, allowed_ids, denied_ids, threads, filter_key)
+        labels, scores = self._backend_search(q, k, params, None, threads)
         return self._ext_padded[labels], scores
-
-    @property
-    def views(self):
-        """The cached filter sub-indexes (:class:`~annrec.index.filter_views.FilterViews`), created on first use."""
-        v = self.__dict__.get("_views")
-        if v is None:
-            from annrec.index.filter_views import FilterViews
-
-            v = self.__dict__.setdefault("_views", FilterViews())
-        return v
-
-    def _search_denied(self, q: np.ndarray, k: int, params, denied_ids, threads):
-        """Search checked queries with a deny-list (seen items, the query item).
-
-        The denied ids become labels once (vectorised). First (where :meth:`_overfetch_denied`) an unfiltered search for a few more
-        neighbours than ``k`` (:data:`DENY_OVERFETCH`) with the denied labels dropped afterwards: for
-        the ~97 % of ml-latest-small users whose top-10 unseen items lie in their unfiltered top 40 this
-        costs little more than the plain search, and its answer is the filtered search's (the same lists
-        or graph are visited). Queries it leaves short of ``k`` go to the backend's filtered search
-        (:meth:`_backend_search_denied`); exact search when fewer than ``k`` items remain.
-        """
-        denied = self.labels_of(denied_ids)
-        denied = denied[denied >= 0]
-        if not len(denied) and not (self._n_deleted and not self.native_deletes):
-            labels, scores = self._backend_search(q, k, params, None, threads)
-            return self._ext_padded[labels], scores
-        mask = np.empty(len(self._ext) + 1, dtype=bool)  # the extra last slot (False) absorbs label -1
-        np.logical_not(self._deleted, out=mask[:-1])
-        mask[-1] = False
-        mask[denied] = False
-        if k + len(denied) > len(self._label):  # else k labels are allowed whatever is denied
-            n_allowed = int(np.count_nonzero(mask))
-            if n_allowed == 0:
-                return self._empty(len(q), k)
-            if n_allowed < k:
-                labels, scores = self._exact(q, n_allowed, np.flatnonzero(mask))
-                return self._finish(labels, scores, k)
-        if self._overfetch_denied():
-            kk = min(len(self._label), k + min(len(denied), max(DENY_OVERFETCH * k, 32)))
-            labels, scores = self._backend_search(q, kk, params, None, threads)
-            good = mask[labels]
-            if len(q) == 1:
-                keep = np.flatnonzero(good[0])[:k]
-                if len(keep) == k:
-                    return self._ext_padded[labels[:, keep]], scores[:, keep]
-            elif (good.sum(axis=1) >= k).all():
-                order = np.argsort(~good, axis=1, kind="stable")[:, :k]
-                return (self._ext_padded[np.take_along_axis(labels, order, axis=1)],
-                        np.take_along_axis(scores, order, axis=1))
-        labels, scores = self._backend_search_denied(q, k, params, denied, mask[:-1], threads)
-        return self._finish(labels, scores, k)
 
     def labels_of(self, ids) -> np.ndarray:
         """Internal labels of external ids, int64 ``(n,)``; ``-1`` for ids that are unknown or deleted.
@@ -497,50 +404,6 @@ class Index(ABC):
         labels = np.sort(self.labels_of(ids))
         labels = labels[labels >= 0]
         return int(np.count_nonzero(np.diff(labels))) + 1 if len(labels) else 0
-
-    def _allow_mask(self, allowed_ids, denied_ids) -> np.ndarray:
-        if allowed_ids is not None:
-            mask = np.zeros(len(self._ext), dtype=bool)
-            labs = self.labels_of(allowed_ids)
-            mask[labs[labs >= 0]] = True
-        else:
-            mask = ~self._deleted
-        if denied_ids is not None:
-            labs = self.labels_of(denied_ids)
-            mask[labs[labs >= 0]] = False
-        if allowed_ids is not None and self._n_deleted:
-            mask &= ~self._deleted
-        return mask
-
-    def _exact(self, q: np.ndarray, k: int, labels: np.ndarray, subset: tuple | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k over a subset of labels, with the stored vectors (``subset``: their gathered
-        ``(vectors, squared norms)``, cached by the caller for a recurring filter)."""
-        x, xx = subset if subset is not None else (self._vectors[labels], None)
-        if self.metric == "l2":
-            if xx is None:
-                xx = np.einsum("ij,ij->i", x, x)
-            d = (q * q).sum(1)[:, None] - 2 * q @ x.T + xx[None, :]
-        else:
-            d = -(q @ x.T)
-        if k < d.shape[1] // 4:  # partial selection first: O(n) instead of a full sort of every row
-            part = np.argpartition(d, k - 1, axis=1)[:, :k]
-            sub = np.take_along_axis(d, part, axis=1)
-            order = np.take_along_axis(part, np.argsort(sub, axis=1, kind="stable"), axis=1)
-        else:
-            order = np.argsort(d, axis=1, kind="stable")[:, :k]
-        top = np.take_along_axis(d, order, axis=1).astype(np.float32)
-        return labels[order], (top if self.metric == "l2" else -top)
-
-    def _finish(self, labels: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        nq, got = labels.shape
-        if got < k:
-            labels = np.concatenate([labels, np.full((nq, k - got), -1, dtype=np.int64)], axis=1)
-            scores = np.concatenate([scores, np.full((nq, k - got), np.nan, dtype=np.float32)], axis=1)
-        return self._ext_padded[labels], scores
-
-    def _empty(self, nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._finish(np.empty((nq, 0), dtype=np.int64), np.empty((nq, 0), dtype=np.float32), k)
 
     # ------------------------------------------------------------------ persistence
     def manifest(self) -> dict[str, Any]:
@@ -596,21 +459,6 @@ class Index(ABC):
     def _backend_search(self, q: np.ndarray, k: int, params: dict[str, Any] | None, mask: np.ndarray | None,
                         threads: int | None) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(labels int64 (nq, k), scores float32 (nq, k))``; ``mask`` is a bool allow-mask or None."""
-
-    def _overfetch_denied(self) -> bool:
-        """Whether a deny-list search tries the unfiltered over-fetch first (see :meth:`_search_denied`);
-        backends whose filtered search is as cheap say no."""
-        return True
-
-    def _backend_search_denied(self, q: np.ndarray, k: int, params: dict[str, Any] | None, denied: np.ndarray,
-                               mask: np.ndarray, threads: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """Search with the live labels ``denied`` excluded; ``mask`` is the allow-mask (live and not denied)
-        and allows at least ``k`` labels.
-
-        Default: the mask handed to :meth:`_backend_search` (a FAISS ``IDSelectorBitmap``). Backends whose
-        filters are costly override it.
-        """
-        return self._backend_search(q, k, params, mask, threads)
 
     @abstractmethod
     def _backend_set_query_params(self, params: dict[str, Any]) -> None:

@@ -141,15 +141,16 @@ class HnswIndex(Index):
         order = np.argsort(~good, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(labels, order, axis=1), np.take_along_axis(dist, order, axis=1)
 
-    def _backend_search_denied(self, q, k, params, denied, mask, threads):
-        """Over-fetch ``k + len(denied)`` unfiltered neighbours and drop the denied labels (vectorised).
+    def _backend_search_denied(self, q, k, params, denied, threads):
+        """Over-fetch ``k + denied.n_denied`` unfiltered neighbours and drop the denied labels (vectorised).
 
         hnswlib calls a Python filter once per visited candidate; the unfiltered search with a larger ``k``
         stays in C++ (``bench/seen_exclusion.py`` measures both). Rows left with fewer than ``k`` results
         fall back to the filter.
         """
-        kk = min(k + len(denied), len(self._label))
+        kk = min(k + denied.n_denied, len(self._label))
         labels, dist = self._backend_search(q, kk, params, None, threads)
+        mask = denied.mask
         good = mask[labels]
         if len(q) == 1:
             keep = np.flatnonzero(good[0])[:k]
@@ -158,7 +159,7 @@ class HnswIndex(Index):
         elif (good.sum(axis=1) >= k).all():
             order = np.argsort(~good, axis=1, kind="stable")[:, :k]
             return np.take_along_axis(labels, order, axis=1), np.take_along_axis(dist, order, axis=1)
-        return self._backend_search(q, k, params, mask, threads)
+        return self._backend_search(q, k, params, mask[:-1], threads)
 
     def _query(self, q, k, nthreads, filt):
         try:

@@ -26,6 +26,9 @@ from annrec.errors import InputError, UnknownIdError
 from annrec.index import Index, build_index
 from annrec.recommend.pairing import check_pairing
 
+#: allow-masks of seen items kept per user (Recommender._seen_deny_list): 64 MiB, one byte per item and user
+DENY_CACHE_BYTES = 64 << 20
+
 
 @dataclass(slots=True)
 class Recommendation:
@@ -231,6 +234,25 @@ class Recommender:
             return np.empty(0, dtype=np.int64)
         return emb.ids[self.seen.indices[self.seen.indptr[user_row]:self.seen.indptr[user_row + 1]]]
 
+    def _seen_deny_list(self, user_row: int):
+        """The user's seen items as the index's resolved deny-list (:meth:`annrec.index.Index.deny_list`),
+        kept per user while the index does not change, so a returning user's exclusion costs only the
+        search; the ids themselves for an index without deny-lists (a sharded one). At most
+        :data:`DENY_CACHE_BYTES` of allow-masks are kept (then the cache starts again)."""
+        ids = self.seen_ids(user_row)
+        index = self.index
+        if not len(ids) or not hasattr(index, "deny_list"):
+            return ids
+        cache = self.__dict__.get("_deny_cache")
+        if cache is None:
+            cache = self._deny_cache = {}
+        dl = cache.get(user_row)
+        if dl is None or not dl.valid_for(index):
+            if len(cache) >= max(64, DENY_CACHE_BYTES // (len(index._ext) + 1)):
+                cache.clear()
+            dl = cache[user_row] = index.deny_list(ids)
+        return dl
+
     def _search(self, q: np.ndarray, k: int, denied, allowed, params, threads, include_metadata: bool,
                 filter=None):
         """Checked ``k`` (the catalogue less the excluded items) and one index search per query row."""
@@ -249,12 +271,13 @@ class Recommender:
             limit = self._filter_count(filter_key, allowed)
         elif allowed is not None:
             if denied is not None and len(denied):
+                denied = getattr(denied, "ids", denied)  # a DenyList's ids
                 gone = {index.coerce_id(i) for i in np.asarray(denied, dtype=object).tolist()}
                 limit = index.count_live([i for i in allowed if index.coerce_id(i) not in gone])
             else:
                 limit = index.count_live(allowed)
         elif denied is not None and len(denied) and k + len(denied) > limit:  # else k fits whatever is denied
-            limit -= index.count_live(denied)
+            limit -= denied.n_denied if hasattr(denied, "n_denied") else index.count_live(denied)
         if filter is not None:  # a filter answers with the items that match, fewer than k if need be
             check_k(k)
             if limit <= 0:
@@ -287,7 +310,7 @@ class Recommender:
             InputError: ``k`` out of range, bad ``params``.
         """
         row = self._user_row(user_id)
-        denied = self.seen_ids(row) if exclude_seen else None
+        denied = self._seen_deny_list(row) if exclude_seen else None
         q = self.embeddings.queries[row:row + 1]
         return self._search(q, k, denied, None, params, threads, include_metadata, filter)[0]
 
