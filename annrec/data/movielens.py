@@ -33,24 +33,21 @@ against it before parsing: a modified or truncated file raises :class:`~annrec.e
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
-import re
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from annrec.data.download import download_file, expected_md5_from_server, file_digest, verify_sha256sums
 from annrec.data.interactions import Interactions
+from annrec.data.movielens_files import PARSERS
 from annrec.errors import DataError, DataNotFoundError, InputError
 
 __all__ = ["MOVIELENS", "load_movielens", "parse_movielens_folder", "default_cache_dir", "find_local_movielens",
@@ -105,13 +102,7 @@ MOVIELENS: dict[str, dict[str, Any]] = {
     },
 }
 
-#: ml-100k's genre flags, in column order (``u.genre``); "unknown" maps to no genre.
-ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-                 "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
-                 "Sci-Fi", "Thriller", "War", "Western"]
-
 _HINT = "set ANNREC_DATA_DIR=/path/to/folder/containing/{name} or pass --data-dir"
-_YEAR = re.compile(r"\((\d{4})(?:\s*[-\u2013]\s*\d{0,4})?\)\s*$")
 
 
 # ---------------------------------------------------------------------------------------------- paths
@@ -164,99 +155,6 @@ def find_local_movielens(name: str = "ml-latest-small", data_dir: str | os.PathL
     return None, looked
 
 
-# ---------------------------------------------------------------------------------------------- checksums
-def _file_digest(path: Path, algo: str = "sha256") -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_sha256sums(folder: str | os.PathLike, required: list[str] | None = None) -> list[str]:
-    """Check the files of ``folder`` against its ``SHA256SUMS`` (``sha256sum`` output format).
-
-    Every listed file that is present is hashed (ml-latest-small: 3.3 MB, ~10 ms). A listed file that is
-    absent is an error only when it is in ``required`` (the files the loader reads).
-
-    Returns:
-        The names that were verified (empty when there is no ``SHA256SUMS``).
-
-    Raises:
-        DataError: a digest differs, a required file is listed but missing, or SHA256SUMS is malformed.
-    """
-    folder = Path(folder)
-    sums = folder / "SHA256SUMS"
-    if not sums.is_file():
-        return []
-    checked = []
-    for lineno, line in enumerate(sums.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        m = re.fullmatch(r"\s*([0-9a-fA-F]{64})\s+\*?(.+?)\s*", line)
-        if not m:
-            raise DataError(f"{sums} line {lineno} is not '<sha256>  <file>': {line!r}; regenerate it "
-                            f"with `sha256sum * > SHA256SUMS` in {folder}")
-        expected, fname = m.group(1).lower(), m.group(2)
-        path = folder / fname
-        if not path.is_file():
-            if required is not None and fname in required:
-                raise DataError(f"{path} is listed in {sums} but missing: restore the file (re-download "
-                                f"or re-unpack the data set)")
-            continue
-        actual = _file_digest(path)
-        if actual != expected:
-            raise DataError(f"checksum mismatch for {path}: SHA-256 is {actual} but {sums} says {expected}; "
-                            f"the file is corrupt or was modified: restore it from the official zip "
-                            f"(or delete the folder to download it again)")
-        checked.append(fname)
-    return checked
-
-
-# ---------------------------------------------------------------------------------------------- download
-def _open_url(url: str, timeout: float = 60.0):
-    req = urllib.request.Request(url, headers={"User-Agent": "annrec (python urllib)"})
-    return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 (https/file URLs of MOVIELENS)
-
-
-def _expected_md5_from_server(url: str) -> str:
-    """Fetch ``<url>.md5`` (GroupLens publishes one next to every zip) and return the hex digest."""
-    with _open_url(url + ".md5", timeout=30.0) as r:
-        text = r.read(4096).decode("ascii", "replace")
-    m = re.search(r"\b([0-9a-fA-F]{32})\b", text)
-    if not m:
-        raise DataError(f"{url}.md5 does not contain an MD5 digest ({text[:80]!r}); cannot verify the "
-                        f"download: download the zip yourself, unzip it and set ANNREC_DATA_DIR")
-    return m.group(1).lower()
-
-
-def _download_zip(url: str, dest: Path, progress: bool = True) -> dict[str, str]:
-    """Stream ``url`` into ``dest``; return its ``sha256`` and ``md5`` hex digests."""
-    sha, md5 = hashlib.sha256(), hashlib.md5()  # noqa: S324 (md5 only to compare with GroupLens' .md5)
-    with _open_url(url) as r, open(dest, "wb") as out:
-        total = int(r.headers.get("Content-Length") or 0) or None
-        bar = None
-        if progress:
-            try:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"download {Path(url).name}",
-                           disable=None, leave=False)
-            except ImportError:  # pragma: no cover
-                bar = None
-        try:
-            for chunk in iter(lambda: r.read(1 << 20), b""):
-                out.write(chunk)
-                sha.update(chunk)
-                md5.update(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
-    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
-
-
 def _fetch(name: str, cache: Path, progress: bool = True) -> Path:
     """Download, verify and unpack ``name`` into ``cache/<name>`` (atomically); return that folder."""
     spec = _spec(name)
@@ -270,7 +168,7 @@ def _fetch(name: str, cache: Path, progress: bool = True) -> Path:
     try:
         log.info("downloading %s", url)
         try:
-            digests = _download_zip(url, tmp_zip, progress)
+            digests = download_file(url, tmp_zip, progress)
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             reason = getattr(e, "reason", e)
             raise DataNotFoundError(f"MovieLens {name} is not available locally and could not be downloaded "
@@ -282,7 +180,7 @@ def _fetch(name: str, cache: Path, progress: bool = True) -> Path:
         else:
             algo = "md5"
             try:
-                expected = _expected_md5_from_server(url)
+                expected = expected_md5_from_server(url)
             except (urllib.error.URLError, OSError, TimeoutError) as e:
                 raise DataError(f"downloaded {url} but could not fetch its checksum {url}.md5 "
                                 f"({getattr(e, 'reason', e)}), so it cannot be verified: retry, or download "
@@ -310,7 +208,7 @@ def _fetch(name: str, cache: Path, progress: bool = True) -> Path:
             raise DataError(f"{url} does not contain {first}: the archive layout changed; download and "
                             f"unzip it yourself and {hint}")
         src = hits[0].parent
-        lines = [f"{_file_digest(f)}  {f.name}" for f in sorted(src.iterdir())
+        lines = [f"{file_digest(f)}  {f.name}" for f in sorted(src.iterdir())
                  if f.is_file() and f.name != "SHA256SUMS"]
         (src / "SHA256SUMS").write_text("\n".join(lines) + "\n", encoding="utf-8")
         target = cache / name
@@ -322,226 +220,6 @@ def _fetch(name: str, cache: Path, progress: bool = True) -> Path:
         tmp_zip.unlink(missing_ok=True)
         if tmp_dir is not None:
             shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------- parsing
-def _year_from_title(titles: pd.Series) -> pd.Series:
-    years = titles.astype(str).str.extract(_YEAR, expand=False)
-    return pd.to_numeric(years, errors="coerce").astype("Int64")
-
-
-def _read_table(path: Path, what: str, source: Any = None, **kwargs: Any) -> pd.DataFrame:
-    """pandas.read_csv of ``source`` (default ``path``) with errors turned into DataErrors naming ``path``."""
-    try:
-        df = pd.read_csv(path if source is None else source, **kwargs)
-    except FileNotFoundError:
-        raise DataNotFoundError(f"{path} is missing: restore it from the official zip") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty: restore it from the official zip") from None
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"{path} ({what}) is malformed: {e}; repair it or restore it from the official zip"
-                        ) from None
-    return df
-
-
-def _check_numeric(df: pd.DataFrame, path: Path, cols: dict[str, Any], line_offset: int) -> None:
-    """Raise DataError naming the first line whose value in ``cols`` is missing or not numeric."""
-    for col, kind in cols.items():
-        s = df[col]
-        if s.dtype.kind in "iuf" and not s.isna().any():
-            continue
-        num = pd.to_numeric(s, errors="coerce")
-        bad = num.isna().to_numpy()
-        if kind == "int" and not bad.any():
-            f = num.to_numpy(dtype=np.float64)
-            bad = f != np.round(f)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{path} line {row + line_offset}: {col} value {s.iloc[row]!r} is not a "
-                            f"{'number' if kind == 'float' else 'integer'}; repair or delete that line, or "
-                            f"restore the file from the official zip")
-
-
-def _read_csv_numeric(path: Path, names: list[str], dtypes: dict[str, Any], what: str, *, header: bool,
-                      sep: str = ",", text: str | None = None) -> pd.DataFrame:
-    """Read a numeric table fast (``text``: already-decoded content); on a bad value re-read it as text
-    to name the offending line."""
-    def source() -> Any:
-        return io.StringIO(text) if text is not None else path
-
-    kw: dict[str, Any] = dict(sep=sep, engine="c")
-    if header:  # no usecols: with it pandas silently drops extra fields of malformed lines
-        kw.update(header=0)
-    else:
-        kw.update(header=None, names=names)
-    first_line = 2 if header else 1
-    try:
-        df = _read_table(path, what, source(), dtype=dtypes, **kw)[names]
-    except DataError:
-        df = _read_table(path, what, source(), dtype=str, keep_default_na=False, na_values=[""], **kw)[names]
-        _check_numeric(df, path, {c: ("float" if np.dtype(t).kind == "f" else "int")
-                                  for c, t in dtypes.items()}, first_line)
-        raise
-    if df.isna().any().any():
-        col = df.columns[df.isna().any().to_numpy()][0]
-        row = int(np.flatnonzero(df[col].isna().to_numpy())[0])
-        raise DataError(f"{path} line {row + first_line}: {col} is empty; repair or delete that "
-                        f"line, or restore the file from the official zip")
-    return df
-
-
-def _check_columns(df: pd.DataFrame, path: Path, needed: list[str]) -> None:
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} has no column(s) {', '.join(missing)} (columns: {', '.join(map(str, df.columns))}): "
-                        f"this is not a MovieLens file of the expected format; restore it from the official zip")
-
-
-def _ratings_csv(folder: Path) -> pd.DataFrame:
-    path = folder / "ratings.csv"
-    head = _read_table(path, "ratings", nrows=0)
-    _check_columns(head, path, ["userId", "movieId", "rating", "timestamp"])
-    return _read_csv_numeric(path, ["userId", "movieId", "rating", "timestamp"],
-                             {"userId": np.int64, "movieId": np.int64, "rating": np.float32,
-                              "timestamp": np.int64}, "ratings", header=True)
-
-
-def _movies_csv(folder: Path) -> pd.DataFrame:
-    path = folder / "movies.csv"
-    df = _read_table(path, "movies", dtype={"title": str, "genres": str}, keep_default_na=False)
-    _check_columns(df, path, ["movieId", "title", "genres"])
-    _check_numeric(df, path, {"movieId": "int"}, 2)
-    ids = pd.to_numeric(df["movieId"]).astype(np.int64)
-    genres = [[] if g in ("", "(no genres listed)") else g.split("|") for g in df["genres"].tolist()]
-    out = pd.DataFrame({"title": df["title"].astype(str).tolist(), "genres": genres},
-                       index=pd.Index(ids.to_numpy(), name="item_id"))
-    out["year"] = _year_from_title(out["title"])
-    return out
-
-
-def _tags_csv(folder: Path) -> pd.DataFrame | None:
-    path = folder / "tags.csv"
-    if not path.is_file():
-        return None
-    df = _read_table(path, "tags", dtype={"tag": str}, usecols=lambda c: c in ("movieId", "tag"))
-    _check_columns(df, path, ["movieId", "tag"])
-    _check_numeric(df, path, {"movieId": "int"}, 2)
-    return pd.DataFrame({"movieId": pd.to_numeric(df["movieId"]).astype(np.int64), "tag": df["tag"]})
-
-
-def _tag_lists(tags: pd.DataFrame | None, index: pd.Index) -> list[list[str]]:
-    """Per movie of ``index``: its distinct lower-cased tags, most applied first, then alphabetical."""
-    if tags is None or tags.empty:
-        return [[] for _ in range(len(index))]
-    t = tags.dropna(subset=["tag"]).copy()
-    t["tag"] = t["tag"].astype(str).str.strip().str.lower()
-    t = t[t["tag"] != ""]
-    counts = t.groupby(["movieId", "tag"]).size().rename("n").reset_index()
-    counts = counts.sort_values(["movieId", "n", "tag"], ascending=[True, False, True])
-    per_movie = counts.groupby("movieId")["tag"].agg(list)
-    return [list(per_movie.get(m, [])) for m in index.tolist()]
-
-
-def _load_csv_format(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    ratings = _ratings_csv(folder)
-    movies = _movies_csv(folder)
-    movies["tags"] = _tag_lists(_tags_csv(folder), movies.index)
-    return ratings, movies
-
-
-def _read_latin1(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("latin-1")
-    except FileNotFoundError:
-        raise DataNotFoundError(f"{path} is missing: restore it from the official zip") from None
-
-
-def _load_100k(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    path = folder / "u.data"
-    if path.is_file() and path.stat().st_size == 0:
-        raise DataError(f"{path} is empty: restore it from the official zip")
-    ratings = _read_csv_numeric(path, ["userId", "movieId", "rating", "timestamp"],
-                                {"userId": np.int64, "movieId": np.int64, "rating": np.float32,
-                                 "timestamp": np.int64}, "ratings", header=False, sep="\t")
-    genres_names = list(ML100K_GENRES)
-    gpath = folder / "u.genre"
-    if gpath.is_file():
-        pairs = [ln.rsplit("|", 1) for ln in _read_latin1(gpath).splitlines() if "|" in ln]
-        try:
-            ordered = sorted((int(i), g) for g, i in pairs)
-            if len(ordered) == 19:
-                genres_names = [g for _, g in ordered]
-        except ValueError:
-            pass
-    ipath = folder / "u.item"
-    text = _read_latin1(ipath)
-    if not text.strip():
-        raise DataError(f"{ipath} is empty: restore it from the official zip")
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split("|")
-        if len(parts) != 24:
-            raise DataError(f"{ipath} line {lineno}: expected 24 '|'-separated fields (id, title, release "
-                            f"date, video date, IMDb URL, 19 genre flags), found {len(parts)}; repair that "
-                            f"line or restore the file from the official zip")
-        try:
-            mid = int(parts[0])
-            flags = [int(f or 0) for f in parts[5:24]]
-        except ValueError:
-            raise DataError(f"{ipath} line {lineno}: movie id or genre flags are not integers ({line[:60]!r}); "
-                            f"repair that line or restore the file from the official zip") from None
-        genres = [g for g, f in zip(genres_names, flags) if f and g != "unknown"]
-        rows.append((mid, parts[1], genres, parts[2]))
-    movies = pd.DataFrame({"title": [r[1] for r in rows], "genres": [r[2] for r in rows]},
-                          index=pd.Index(np.asarray([r[0] for r in rows], np.int64), name="item_id"))
-    year = _year_from_title(movies["title"])
-    release = pd.to_numeric(pd.Series([r[3][-4:] for r in rows], index=movies.index), errors="coerce")
-    movies["year"] = year.fillna(release.astype("Int64"))
-    movies["tags"] = [[] for _ in range(len(movies))]
-    return ratings, movies
-
-
-def _load_1m(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rpath = folder / "ratings.dat"
-    text = _read_latin1(rpath)
-    if not text.strip():
-        raise DataError(f"{rpath} is empty: restore it from the official zip")
-    ratings = _read_csv_numeric(rpath, ["userId", "movieId", "rating", "timestamp"],
-                                {"userId": np.int64, "movieId": np.int64, "rating": np.float32,
-                                 "timestamp": np.int64}, "ratings", header=False, sep="\t",
-                                text=text.replace("::", "\t"))
-    mpath = folder / "movies.dat"
-    mtext = _read_latin1(mpath)
-    if not mtext.strip():
-        raise DataError(f"{mpath} is empty: restore it from the official zip")
-    ids, titles, genres = [], [], []
-    for lineno, line in enumerate(mtext.splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split("::")
-        if len(parts) != 3:
-            raise DataError(f"{mpath} line {lineno}: expected 'MovieID::Title::Genres', found {len(parts)} "
-                            f"'::'-separated fields; repair that line or restore the file from the official zip")
-        try:
-            ids.append(int(parts[0]))
-        except ValueError:
-            raise DataError(f"{mpath} line {lineno}: movie id {parts[0]!r} is not an integer; repair that "
-                            f"line or restore the file from the official zip") from None
-        titles.append(parts[1])
-        g = parts[2].strip()
-        genres.append([] if g in ("", "(no genres listed)") else g.split("|"))
-    movies = pd.DataFrame({"title": titles, "genres": genres},
-                          index=pd.Index(np.asarray(ids, np.int64), name="item_id"))
-    movies["year"] = _year_from_title(movies["title"])
-    movies["tags"] = [[] for _ in range(len(movies))]  # ml-1m has no tags
-    return ratings, movies
-
-
-_PARSERS: dict[str, Callable[[Path], tuple[pd.DataFrame, pd.DataFrame]]] = {
-    "csv": _load_csv_format, "100k": _load_100k, "1m": _load_1m,
-}
 
 
 def _check_required(folder: Path, name: str) -> None:
@@ -565,7 +243,7 @@ def parse_movielens_folder(folder: str | os.PathLike, name: str = "ml-latest-sma
     _check_required(folder, name)
     if verify:
         verify_sha256sums(folder, required=spec["files"])
-    ratings, movies = _PARSERS[spec["format"]](folder)
+    ratings, movies = PARSERS[spec["format"]](folder)
     if len(ratings) == 0:
         raise DataError(f"{folder} has no ratings: restore the files from the official zip")
     u_ids, u_idx = np.unique(ratings["userId"].to_numpy(np.int64), return_inverse=True)

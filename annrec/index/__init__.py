@@ -14,6 +14,7 @@ from typing import Any
 from annrec.embeddings import read_manifest
 from annrec.errors import ArtifactError, InputError
 from annrec.index.base import KIND, Index
+from annrec.index.filtered import DenyList
 from annrec.index.faiss_backend import FaissIndex, gpu_available, suggest_nlist, suggest_pq_m
 from annrec.index.hnsw_backend import HnswIndex
 
@@ -62,5 +63,5 @@ def load_index(path: str | os.PathLike, backend: str = "local", **shard_options:
     return BACKENDS[index_backend].load(path)
 
 
-__all__ = ["Index", "FaissIndex", "HnswIndex", "BACKENDS", "build_index", "load_index", "gpu_available",
+__all__ = ["Index", "DenyList", "FaissIndex", "HnswIndex", "BACKENDS", "build_index", "load_index", "gpu_available",
            "suggest_nlist", "suggest_pq_m"]

@@ -31,7 +31,7 @@ import numpy as np
 from annrec._validate import as_matrix, check_k, check_metric, normalize_ids
 from annrec.embeddings import _coerce_id, library_versions
 from annrec.errors import InputError, UnknownIdError
-from annrec.index.filtered import DenyList, FilteredSearch  # noqa: F401  (DenyList: part of this module's API)
+from annrec.index.filtered import FilteredSearch
 from annrec.index.folder import KIND
 
 FORMAT_VERSION = 1
@@ -315,7 +315,7 @@ class Index(FilteredSearch, ABC):
             params: query-time parameters for this call (``{"ef": 128}``, ``{"nprobe": 16}``; FAISS HNSW
                 takes ``ef`` or its own name ``efSearch``).
             allowed_ids: only these external ids may be returned (unknown ids are ignored).
-            denied_ids: these external ids are never returned; or a :class:`~annrec.index.filtered.DenyList`
+            denied_ids: these external ids are never returned; or a :class:`~annrec.index.DenyList`
                 from :meth:`deny_list`, resolved once for repeated searches (seen items).
             threads: threads for a batch (``None``: all cores; 1: the single-query protocol).
             filter_key: names the filter ``allowed_ids`` came from (the canonical JSON of a payload filter), so
