@@ -81,7 +81,8 @@ def read_user_vectors(path: str | os.PathLike, *, id_col: str | None = None
         DataNotFoundError: no such file. DataError: unreadable, ragged or non-numeric vectors.
         InputError: an unknown format or a missing id column.
     """
-    from annrec.bench.datasets import read_hdf5, read_vectors
+    from annrec.bench.datasets import read_hdf5
+    from annrec.data.vector_files import read_vectors
 
     path = Path(path)
     suffix = path.suffix.lower()
