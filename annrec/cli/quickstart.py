@@ -98,12 +98,9 @@ def run_quickstart(dataset: str = "ml-latest-small", data_dir: Path | None = Non
                    k: int = 10, user: str | None = None, ef_values: tuple[int, ...] = (10, 20, 40, 80, 160),
                    nprobe_values: tuple[int, ...] = (1, 2, 4, 8, 16, 32), progress: bool = True) -> dict[str, Any]:
     """Run the quickstart and return its report (also printed); see the module docstring for the steps."""
-    from annrec.cli.index_cmds import build_from_embeddings, folder_bytes, results_table
-    from annrec.cli.train_mf import (load_ratings, print_rating_figures, print_topn_figures, rating_protocol,
-                                     topn_protocol)
-    from annrec.index.spec import IndexSpec
-    from annrec.metrics import evaluate_topn
-    from annrec.recommend import Recommender, topn_recommend_fn
+    from annrec.cli.train_mf import load_ratings, print_rating_figures
+    from annrec.eval.rating import rating_protocol
+    from annrec.eval.topn import topn_protocol
     from annrec.train.mf import MatrixFactorization
 
     t_start = time.perf_counter()
@@ -150,6 +147,30 @@ def run_quickstart(dataset: str = "ml-latest-small", data_dir: Path | None = Non
                   f"[p_u, 1] of dim {emb.dim} (fit {topn_fig['fit_seconds']} s)", highlight=False, markup=False)
 
     step("4/6 indexes over the item vectors (maximum inner product search)")
+    indexes = _build_indexes(emb, emb_dir, out, report)
+    step(f"5/6 Recall@{k} / NDCG@{k} on the temporal split: exact and through each index")
+    t = time.perf_counter()
+    _evaluate_through_indexes(mf, emb, indexes, train, test, topn_fig, k, report)
+    timings["topn_eval"] = time.perf_counter() - t
+    step(f"6/6 recall@{k} (vs exact neighbours) against QPS, {len(emb.queries)} user queries, 1 thread")
+    t = time.perf_counter()
+    _recall_qps_sweep(emb, indexes, k, ef_values, nprobe_values, report)
+    timings["recall_qps"] = time.perf_counter() - t
+    console.rule("[bold]example recommendations", align="left")
+    user = _example(inter, emb, indexes["mf-hnsw"], user, k, report)
+    report["timings_seconds"] = {kk: round(v, 2) for kk, v in timings.items()}
+    report["seconds"] = round(time.perf_counter() - t_start, 2)
+    console.print(f"quickstart finished in {report['seconds']:.1f} s. Next: annrec recommend {user} --embeddings "
+                  f"{out / 'mf'} --index {out / 'mf-hnsw'}   |   annrec serve --model-dir {out}", highlight=False,
+                  markup=False)
+    return report
+
+
+def _build_indexes(emb, emb_dir: Path, out: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """Step 4: an hnswlib and a FAISS IVF index over the item vectors, saved under ``out``."""
+    from annrec.cli.index_cmds import build_from_embeddings, folder_bytes
+    from annrec.index.spec import IndexSpec
+
     indexes = {}
     report["indexes"] = {}
     for name, backend, p in (("mf-hnsw", "hnswlib", HNSW_PARAMS), ("mf-ivf", "faiss", IVF_PARAMS)):
@@ -164,39 +185,39 @@ def run_quickstart(dataset: str = "ml-latest-small", data_dir: Path | None = Non
                                    "memory_bytes": index.memory_bytes(), "folder_bytes": folder_bytes(path)}
         console.print(f"{name}: {backend} {shown}, {len(index):,} items, build {build_s:.2f} s, "
                       f"{folder_bytes(path) / 2**20:.1f} MiB on disk -> {path}", highlight=False, markup=False)
+    return indexes
 
-    step(f"5/6 Recall@{k} / NDCG@{k} on the temporal split: exact and through each index")
-    t = time.perf_counter()
-    # Query vectors and item ids in the id space of the split (item index -> external id).
-    qv = mf.query_vectors()
-    through = {}
-    for name, index in indexes.items():
-        through[name] = evaluate_topn(topn_recommend_fn(Recommender(emb, index), qv, train.item_ids), train, test, k)
+
+def _evaluate_through_indexes(mf, emb, indexes, train, test, topn_fig, k: int, report: dict[str, Any]) -> None:
+    """Step 5: the top-N figures of the exact model and through each index, printed and in ``report``."""
+    from annrec.cli.train_mf import print_topn_figures
+    from annrec.metrics import evaluate_topn
+    from annrec.recommend import Recommender, topn_recommend_fn
+
+    qv = mf.query_vectors()  # query vectors and item ids in the id space of the split
     table = {"mf (exact)": topn_fig["table"]["mf"]}
-    for name, m in through.items():
+    for name, index in indexes.items():
+        m = evaluate_topn(topn_recommend_fn(Recommender(emb, index), qv, train.item_ids), train, test, k)
         label = f"mf via {name} (" + ("ef=64" if "hnsw" in name else "nprobe=8") + ")"
         table[label] = {kk: (round(v, 4) if isinstance(v, float) else v) for kk, v in m.items()}
     table["bias only (exact)"] = topn_fig["table"]["bias_only"]
     table["popularity"] = topn_fig["table"]["popularity"]
-    timings["topn_eval"] = time.perf_counter() - t
     print_topn_figures({"k": k, "table": table}, title=f"top-N, temporal split, {topn_fig['table']['mf']['users']} "
                                                         f"test users, rated-in-training items excluded")
     report["topn"] = {**topn_fig, "table": table}
 
-    step(f"6/6 recall@{k} (vs exact neighbours) against QPS, {len(emb.queries)} user queries, 1 thread")
-    t = time.perf_counter()
-    gt_rows = exact_neighbours(emb.queries, emb.vectors, k)
-    gt_ids = emb.ids[gt_rows]
+
+def _recall_qps_sweep(emb, indexes, k: int, ef_values, nprobe_values, report: dict[str, Any]) -> None:
+    """Step 6: recall@k against the exact neighbours and single-thread QPS over each index's parameter."""
+    from rich.table import Table
+
+    gt_ids = emb.ids[exact_neighbours(emb.queries, emb.vectors, k)]
     sweep = []
     for name, index in indexes.items():
         values = ef_values if index.backend == "hnswlib" else nprobe_values
         pname = "ef" if index.backend == "hnswlib" else "nprobe"
         for v in values:
-            row = recall_qps(index, emb.queries, gt_ids, k, {pname: int(v)})
-            sweep.append({"index": name, **row})
-    timings["recall_qps"] = time.perf_counter() - t
-    from rich.table import Table
-
+            sweep.append({"index": name, **recall_qps(index, emb.queries, gt_ids, k, {pname: int(v)})})
     tq = Table(title=f"recall@{k} vs QPS (single thread, one query at a time)", title_justify="left")
     for c in ("index", "parameter", f"recall@{k}", "QPS", "latency ms"):
         tq.add_column(c, justify="left" if c in ("index", "parameter") else "right")
@@ -210,13 +231,17 @@ def run_quickstart(dataset: str = "ml-latest-small", data_dir: Path | None = Non
                                         f"one query at a time through annrec's Index.search",
                             "rows": sweep}
 
-    console.rule("[bold]example recommendations", align="left")
-    rec = Recommender(emb, indexes["mf-hnsw"])
+
+def _example(inter, emb, index, user, k: int, report: dict[str, Any]) -> str:
+    """The example user's best-rated movies and top-``k`` recommendations; returns the user id shown."""
+    from annrec.cli.index_cmds import results_table
+    from annrec.recommend import Recommender
+
+    rec = Recommender(emb, index)
     if user is None:
         user = str(emb.query_ids[0])
     recs = rec.recommend(user, k=k)
-    u_idx = inter.user_index(user)
-    mine = inter.subset(inter.user_idx == u_idx)
+    mine = inter.subset(inter.user_idx == inter.user_index(user))
     titles = inter.item_titles()
     best = np.argsort(-mine.rating, kind="stable")[:5]
     liked = [f"{titles.get(mine.item_ids[mine.item_idx[j]], mine.item_ids[mine.item_idx[j]])} ({mine.rating[j]:g})"
@@ -228,12 +253,7 @@ def run_quickstart(dataset: str = "ml-latest-small", data_dir: Path | None = Non
                                 f"top {k} for user {user} through mf-hnsw (rated movies excluded)"))
     report["example"] = {"user": user, "results": [{"id": r.item_id, "score": round(r.score, 4),
                                                     "title": (r.metadata or {}).get("title")} for r in recs]}
-    report["timings_seconds"] = {kk: round(v, 2) for kk, v in timings.items()}
-    report["seconds"] = round(time.perf_counter() - t_start, 2)
-    console.print(f"quickstart finished in {report['seconds']:.1f} s. Next: annrec recommend {user} --embeddings "
-                  f"{out / 'mf'} --index {out / 'mf-hnsw'}   |   annrec serve --model-dir {out}", highlight=False,
-                  markup=False)
-    return report
+    return user
 
 
 @app.command("quickstart")

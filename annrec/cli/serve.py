@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -70,7 +71,7 @@ def serve(
 ) -> None:
     """Serve indexes and recommenders over HTTP (FastAPI + uvicorn). Settings: flags > ANNREC_* env > --config."""
     from annrec.service.registry import Registry, discover
-    from annrec.service.settings import SETTINGS_ENV, load_settings
+    from annrec.service.settings import load_settings
 
     settings = load_settings(config, model_dir=model_dir, host=host, port=port, workers=workers, read_key=read_key,
                              admin_key=admin_key, read_key_file=read_key_file, admin_key_file=admin_key_file,
@@ -102,43 +103,49 @@ def serve(
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.insecure_no_auth:
         err_console.print(f"[bold red]WARNING:[/] listening on {settings.host} without authentication",
                           highlight=False)
+    run_server(settings, f"{len(found.indexes)} index(es), {len(found.embeddings)} embeddings")
+
+
+def run_server(settings, what: str) -> None:
+    """Listen (before the app starts: :func:`listen_socket`), hand the settings to the app through
+    ``$ANNREC_SERVICE_SETTINGS_JSON`` (keys only as SHA-256 digests) and run uvicorn with ``settings.workers``
+    processes, the guarded HTTP protocol (header timeout, connection cap) and uvloop where installed.
+
+    Raises:
+        InputError: the address cannot be bound. typer.Exit(3): the app failed to start (logged by uvicorn).
+    """
+    import uvicorn
+
     from annrec.service import connections
+    from annrec.service.settings import SETTINGS_ENV
 
     connections.configure(settings.header_timeout_s, settings.max_connections)
     backlog = min(2048, connections.MAX_CONNECTIONS)  # the cap itself: GuardedHttpToolsProtocol
     sock = listen_socket(settings.host, settings.port, backlog)
-    import uvicorn
-
     runtime = None
-    if settings.workers > 1:
-        runtime = tempfile.mkdtemp(prefix="annrec-serve-")
-        settings = settings.model_copy(update={"runtime_dir": Path(runtime)})
-    os.environ[SETTINGS_ENV] = settings.to_env_json()  # keys only as SHA-256 digests
-    for name in ("ANNREC_READ_KEY", "ANNREC_ADMIN_KEY"):  # not inherited by the worker processes
-        os.environ.pop(name, None)
-    console.print(f"annrec serve: {len(found.indexes)} index(es), {len(found.embeddings)} embeddings under "
-                  f"{settings.model_dir}; http://{settings.host}:{settings.port} (docs at /docs), "
-                  f"{settings.workers} worker(s)", highlight=False)
-    kwargs = {}
-    for mod, key, value in (("uvloop", "loop", "uvloop"),):
-        try:
-            __import__(mod)
-            kwargs[key] = value
-        except ImportError:
-            pass
-    kwargs["http"] = connections.GuardedHttpToolsProtocol  # header timeout, connection cap
-    config = uvicorn.Config("annrec.service.app:app_from_env", factory=True, host=settings.host,
-                            port=settings.port, workers=settings.workers, log_level=settings.log_level,
-                            access_log=settings.access_log, timeout_graceful_shutdown=30,
-                            timeout_keep_alive=settings.timeout_keep_alive_s, backlog=backlog, **kwargs)
-    server = uvicorn.Server(config)
     try:
+        if settings.workers > 1:
+            runtime = tempfile.mkdtemp(prefix="annrec-serve-")
+            settings = settings.model_copy(update={"runtime_dir": Path(runtime)})
+        os.environ[SETTINGS_ENV] = settings.to_env_json()
+        for name in ("ANNREC_READ_KEY", "ANNREC_ADMIN_KEY"):  # not inherited by the worker processes
+            os.environ.pop(name, None)
+        console.print(f"annrec serve: {what} under {settings.model_dir}; http://{settings.host}:{settings.port} "
+                      f"(docs at /docs), {settings.workers} worker(s)", highlight=False)
+        kwargs = {"http": connections.GuardedHttpToolsProtocol}
+        if importlib.util.find_spec("uvloop") is not None:
+            kwargs["loop"] = "uvloop"
+        config = uvicorn.Config("annrec.service.app:app_from_env", factory=True, host=settings.host,
+                                port=settings.port, workers=settings.workers, log_level=settings.log_level,
+                                access_log=settings.access_log, timeout_graceful_shutdown=30,
+                                timeout_keep_alive=settings.timeout_keep_alive_s, backlog=backlog, **kwargs)
         if settings.workers > 1:
             from uvicorn.supervisors import Multiprocess
 
             sock.set_inheritable(True)  # as uvicorn's own bind_socket() leaves it for its workers
             Multiprocess(config, sockets=[sock]).run()
         else:  # uvicorn starts the app (and a local Ray with it) before it binds: hand it the socket bound above
+            server = uvicorn.Server(config)
             server.run(sockets=[sock])
             if not server.started:
                 raise typer.Exit(3)  # uvicorn's STARTUP_FAILURE: the error is in its log above
