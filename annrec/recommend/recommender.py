@@ -239,18 +239,19 @@ class Recommender:
         kept per user while the index does not change, so a returning user's exclusion costs only the
         search; the ids themselves for an index without deny-lists (a sharded one). At most
         :data:`DENY_CACHE_BYTES` of allow-masks are kept (then the cache starts again)."""
-        ids = self.seen_ids(user_row)
         index = self.index
-        if not len(ids) or not hasattr(index, "deny_list"):
-            return ids
         cache = self.__dict__.get("_deny_cache")
         if cache is None:
             cache = self._deny_cache = {}
         dl = cache.get(user_row)
-        if dl is None or not dl.valid_for(index):
-            if len(cache) >= max(64, DENY_CACHE_BYTES // (len(index._ext) + 1)):
-                cache.clear()
-            dl = cache[user_row] = index.deny_list(ids)
+        if dl is not None and dl.valid_for(index):
+            return dl
+        ids = self.seen_ids(user_row)
+        if not len(ids) or not hasattr(index, "deny_list"):
+            return ids
+        if dl is None and len(cache) >= max(64, DENY_CACHE_BYTES // (len(index._ext) + 1)):
+            cache.clear()
+        dl = cache[user_row] = index.deny_list(ids)
         return dl
 
     def _search(self, q: np.ndarray, k: int, denied, allowed, params, threads, include_metadata: bool,
