@@ -307,42 +307,59 @@ class ShardedIndex:
 
 def build_sharded(vectors, ids, metric: str, out: str | os.PathLike, *, shards: int, partition: str = "hash",
                   backend: str = "hnswlib", source: dict | None = None, items: dict | None = None,
-                  force: bool = False, **params: Any) -> Path:
+                  force: bool = False, executor: str = "local", ray_address: str | None = None,
+                  **params: Any) -> Path:
     """Build ``shards`` index folders of ``backend`` plus the sharded manifest under ``out``.
 
-    Raises:
-        InputError: fewer than 2 shards or more shards than vectors, an unknown partition, bad parameters.
-    """
-    from annrec.index import build_index
+    Args:
+        executor: ``"local"`` builds the shards one after another in this process; ``"ray"`` builds them
+            as Ray Data group tasks (:func:`annrec.index.ray_build.build_shards_on_ray`; a local Ray, or the
+            cluster at ``ray_address``), the same folders either way.
 
+    Raises:
+        InputError: fewer than 2 shards or more shards than vectors, an unknown partition or executor, bad
+            parameters.
+    """
     shards = check_int(shards, "--shards", minimum=2, hint=" (one shard is an ordinary index)")
     if partition not in PARTITIONS:
         raise InputError(f"unknown partition {partition!r}: use {' or '.join(PARTITIONS)}")
+    if executor not in ("local", "ray"):
+        raise InputError(f"unknown executor {executor!r}: use local or ray")
     x = as_matrix(vectors, name="vectors")
     ext = normalize_ids(ids)
     if len(ext) < shards:
         raise InputError(f"{len(ext)} vectors cannot fill {shards} shards")
     owner = shard_of(ext, shards) if partition == "hash" else \
         np.minimum(np.arange(len(ext)) * shards // len(ext), shards - 1)
-    names, counts = [], []
     with atomic_dir(out, SHARDED_KIND, force=force) as tmp:
-        for s in range(shards):
-            rows = np.flatnonzero(owner == s)
-            index = build_index(x[rows], ext[rows], metric, backend=backend, **params)
-            index.source = dict(source or {})
-            if items:
-                index.items = {i: items[i] for i in ext[rows].tolist() if i in items}
-            name = f"shard-{s:03d}"
-            index.save(tmp / name)
-            names.append(name)
-            counts.append(len(index))
-            last = index
+        if executor == "ray":
+            from annrec.index.ray_build import build_shards_on_ray
+
+            built = build_shards_on_ray(x, ext, owner, metric, tmp, backend, params, source, items, ray_address)
+        else:
+            built = [_build_shard(x, ext, owner, s, metric, tmp, backend, params, source, items)
+                     for s in range(shards)]
         write_json(tmp / "manifest.json", {
-            "kind": SHARDED_KIND, "format_version": FORMAT_VERSION, "metric": last.metric, "dim": last.dim,
-            "count": int(sum(counts)), "partition": partition, "shards": names, "counts": counts,
-            "backend": backend, "params": {k: v for k, v in last.params.items() if k != "mips_max_norm"},
+            "kind": SHARDED_KIND, "format_version": FORMAT_VERSION, "metric": built[0][3], "dim": built[0][4],
+            "count": int(sum(b[1] for b in built)), "partition": partition, "shards": [b[0] for b in built],
+            "counts": [b[1] for b in built], "backend": backend, "params": built[-1][2],
             "source": dict(source or {})})
     return Path(out)
+
+
+def _build_shard(x, ext, owner, s: int, metric: str, folder: Path, backend: str, params: dict, source, items):
+    """Build and save shard ``s`` (the rows with ``owner == s``); returns ``(name, count, params, metric, dim)``."""
+    from annrec.index import build_index
+
+    rows = np.flatnonzero(owner == s)
+    index = build_index(x[rows], ext[rows], metric, backend=backend, **params)
+    index.source = dict(source or {})
+    if items:
+        index.items = {i: items[i] for i in ext[rows].tolist() if i in items}
+    name = f"shard-{s:03d}"
+    index.save(folder / name)
+    return (name, len(index), {k: v for k, v in index.params.items() if k != "mips_max_norm"}, index.metric,
+            index.dim)
 
 
 def load_sharded(path: str | os.PathLike, backend: str = "local", **ray_options: Any) -> ShardedIndex:
