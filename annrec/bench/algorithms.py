@@ -9,9 +9,10 @@ missing result), so recall is computed the same way for all of them.
 adapter            what it runs                                  build args                      query args
 =================  ============================================  ==============================  =============
 bruteforce-blas    exact search, FAISS's brute-force knn (BLAS)  —                               —
-annrec-faiss       annrec.index, FAISS backend                   factory, mips_l2                nprobe, efSearch
+annrec-faiss       annrec.index, FAISS backend                   factory, M, ef_construction,    nprobe, efSearch,
+                                                                 train_size, mips_l2             k_factor
 annrec-hnswlib     annrec.index, hnswlib backend                 M, ef_construction              ef
-faiss              FAISS called directly (same parameters)      factory                         nprobe, efSearch
+faiss              FAISS called directly (same parameters)      as annrec-faiss (no mips_l2)    as annrec-faiss
 hnswlib            hnswlib called directly (same parameters)    M, ef_construction              ef
 annoy              Spotify Annoy (optional)                      n_trees                         search_k
 pynndescent        PyNNDescent (optional)                        n_neighbors, diversify_prob,    epsilon
@@ -23,121 +24,17 @@ usearch            USearch HNSW (optional)                       connectivity, e
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-from abc import ABC, abstractmethod
-from multiprocessing.pool import ThreadPool
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
+from annrec.bench.adapter_base import Algorithm, Param, _fill, _normalized, n_cores
+from annrec.bench.adapters_optional import Annoy, PyNNDescent, USearch
 from annrec.errors import InputError
 
-
-def n_cores() -> int:
-    """CPU cores this process may use (``sched_getaffinity``; ``os.cpu_count`` elsewhere)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-class Param:
-    """A build or query parameter: accepted Python types, default and a one-line description."""
-
-    def __init__(self, types: type | tuple[type, ...], default: Any, doc: str, positive: bool = True) -> None:
-        self.types = types if isinstance(types, tuple) else (types,)
-        self.default = default
-        self.doc = doc
-        self.positive = positive
-
-    def check(self, adapter: str, name: str, value: Any) -> Any:
-        ok = isinstance(value, self.types) and not (isinstance(value, bool) and bool not in self.types)
-        if ok and self.positive and isinstance(value, (int, float)) and not isinstance(value, bool):
-            ok = value > 0
-        if not ok:
-            kinds = " or ".join(t.__name__ for t in self.types)
-            raise InputError(f"{adapter}: parameter {name} must be a {'positive ' if self.positive else ''}{kinds}; "
-                             f"got {value!r}")
-        return value
-
-
-class Algorithm(ABC):
-    """An ANN algorithm under benchmark (ANN-Benchmarks' ``BaseANN``).
-
-    Class attributes: ``name`` (the adapter name used in YAML), ``package`` (import name of an optional
-    library; the adapter is skipped with a message when it is missing), ``build_params`` and
-    ``query_params`` (:class:`Param` by name).
-    """
-
-    name: ClassVar[str]
-    package: ClassVar[str | None] = None
-    build_params: ClassVar[dict[str, Param]] = {}
-    query_params: ClassVar[dict[str, Param]] = {}
-
-    def __init__(self, metric: str, **build_args: Any) -> None:
-        self.metric = metric
-        self.build_args = build_args
-        self.query_args: dict[str, Any] = {}
-        self.threads = n_cores()
-
-    def warm(self, X: np.ndarray) -> None:  # noqa: B027 - optional
-        """One-time, untimed preparation before :meth:`fit` (e.g. JIT compilation); default: nothing."""
-
-    @abstractmethod
-    def fit(self, X: np.ndarray) -> None:
-        """Build the index over float32 ``(n, dim)`` base vectors; row ``i`` gets id ``i``."""
-
-    def set_query_arguments(self, **query_args: Any) -> None:
-        """Set query-time parameters (ANN-Benchmarks' ``set_query_arguments``)."""
-        self.query_args = query_args
-
-    def set_threads(self, n: int) -> None:
-        """Threads for the following queries: 1 in single-query mode, all cores in batch mode."""
-        self.threads = int(n)
-
-    @abstractmethod
-    def query(self, q: np.ndarray, k: int) -> np.ndarray:
-        """Rows of the ``k`` nearest base vectors of one float32 ``(dim,)`` query (``-1`` = missing)."""
-
-    def batch_query(self, Q: np.ndarray, k: int) -> np.ndarray:
-        """int64 ``(nq, k)`` rows for float32 ``(nq, dim)`` queries; default: a thread pool over :meth:`query`."""
-        out = np.full((len(Q), k), -1, dtype=np.int64)
-
-        def one(i: int) -> None:
-            r = self.query(Q[i], k)
-            out[i, :len(r)] = r[:k]
-
-        with ThreadPool(self.threads) as pool:
-            pool.map(one, range(len(Q)))
-        return out
-
-    def memory_bytes(self) -> int | None:
-        """Approximate in-memory size of the index in bytes (``None``: unknown, the runner uses RSS growth)."""
-        return None
-
-    def save(self, folder: Path) -> None:  # noqa: B027 - optional
-        """Write the index into ``folder`` (to measure its size on disk); no-op when it cannot be saved."""
-
-    def done(self) -> None:
-        """Free the index."""
-
-    def describe(self) -> str:
-        args = {**self.build_args, **self.query_args}
-        return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")"
-
-
-def _fill(rows: np.ndarray, k: int) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.int64).ravel()
-    if len(rows) < k:
-        rows = np.concatenate([rows, np.full(k - len(rows), -1, dtype=np.int64)])
-    return rows
-
-
-def _normalized(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(n, 1e-30)).astype(np.float32)
+__all__ = ["ADAPTERS", "Algorithm", "Param", "_fill", "_normalized", "available", "get_adapter", "n_cores",
+           "register", "Annoy", "PyNNDescent", "USearch"]
 
 
 # --------------------------------------------------------------------------- exact
@@ -214,15 +111,24 @@ class _AnnrecIndex(Algorithm):
 
 
 class AnnrecFaiss(_AnnrecIndex):
-    """annrec's FAISS backend (:class:`annrec.index.FaissIndex`) from a FAISS index factory string."""
+    """annrec's FAISS backend (:class:`annrec.index.FaissIndex`) from a FAISS index factory string.
+
+    ``M`` fills ``{M}`` in the factory (``"HNSW{M},SQ8"``); ``ef_construction`` is HNSW's efConstruction
+    (default :data:`annrec.index.faiss_backend.DEFAULT_EF_CONSTRUCTION`); ``k_factor`` is the re-ranking factor
+    of ``RFlat`` / ``Refine(...)`` factories (``k_factor·k`` candidates re-scored exactly; FAISS default 1).
+    """
 
     name = "annrec-faiss"
     backend = "faiss"
-    build_params = {"factory": Param(str, "Flat", "FAISS index factory string, e.g. 'IVF1024,Flat', 'HNSW32'"),
+    build_params = {"factory": Param(str, "Flat", "FAISS index factory string, e.g. 'IVF1024,Flat', 'HNSW32', "
+                                     "'HNSW{M},SQ8,RFlat', 'IVF1024,PQ196x4fs,RFlat'"),
+                    "M": Param(int, None, "HNSW graph degree, for {M} in the factory string"),
+                    "ef_construction": Param(int, None, "HNSW efConstruction (candidate list size while building)"),
                     "train_size": Param(int, None, "training vectors for IVF/PQ (default 256 * max(nlist, 256))"),
                     "mips_l2": Param(bool, False, "metric ip through an L2 index (Bachrach et al. 2014)")}
     query_params = {"nprobe": Param(int, None, "IVF lists probed per query"),
-                    "efSearch": Param(int, None, "HNSW candidate list size at query time")}
+                    "efSearch": Param(int, None, "HNSW candidate list size at query time"),
+                    "k_factor": Param(int, None, "re-ranking: k_factor * k candidates re-scored exactly")}
 
 
 class AnnrecHnswlib(_AnnrecIndex):
@@ -237,24 +143,35 @@ class AnnrecHnswlib(_AnnrecIndex):
 
 # --------------------------------------------------------------------------- raw libraries
 class RawFaiss(Algorithm):
-    """FAISS called directly, with the parameters annrec's FAISS backend gets (factory string, nprobe,
-    efSearch; training on at most ``256·max(nlist, 256)`` vectors like annrec). Cosine = inner product
-    on normalised vectors."""
+    """FAISS called directly, with the parameters annrec's FAISS backend gets (factory string with ``{M}``,
+    HNSW efConstruction, nprobe, efSearch, k_factor; training on at most ``256·max(nlist, 256)`` vectors like
+    annrec). Query parameters go through FAISS's own ``ParameterSpace`` (``k_factor`` is its ``k_factor_rf``).
+    Cosine = inner product on normalised vectors."""
 
     name = "faiss"
-    build_params = AnnrecFaiss.build_params
+    build_params = {n: p for n, p in AnnrecFaiss.build_params.items() if n != "mips_l2"}
     query_params = AnnrecFaiss.query_params
+    _PS_NAMES = {"nprobe": "nprobe", "efSearch": "efSearch", "k_factor": "k_factor_rf"}
 
     def fit(self, X):
         import faiss
 
+        from annrec.index.faiss_backend import DEFAULT_EF_CONSTRUCTION
+
         fm = faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
         X = _normalized(X) if self.metric == "cosine" else np.ascontiguousarray(X, dtype=np.float32)
-        factory = self.build_args.get("factory", "Flat")
+        factory = self.build_args.get("factory", "Flat").replace("{M}", str(self.build_args.get("M") or 32))
         try:
             index = faiss.index_factory(X.shape[1], factory, fm)
         except RuntimeError as e:
             raise InputError(f"FAISS cannot build {factory!r}: {str(e).strip().splitlines()[-1]}") from None
+        node = faiss.downcast_index(index)
+        while hasattr(node, "base_index") or isinstance(node, faiss.IndexPreTransform):  # refine / pre-transform
+            node = faiss.downcast_index(node.base_index if hasattr(node, "base_index") else node.index)
+        if isinstance(node, faiss.IndexHNSW):
+            node.hnsw.efConstruction = int(self.build_args.get("ef_construction") or DEFAULT_EF_CONSTRUCTION)
+        if hasattr(node, "do_polysemous_training"):
+            node.do_polysemous_training = False  # as annrec: only Hamming-filtered search needs it
         if not index.is_trained:
             m = re.search(r"IVF(\d+)", factory)
             nlist = int(m.group(1)) if m else 1
@@ -272,7 +189,7 @@ class RawFaiss(Algorithm):
         super().set_query_arguments(**query_args)
         ps = faiss.ParameterSpace()
         for name, value in query_args.items():
-            ps.set_index_parameter(self.index, name, int(value))
+            ps.set_index_parameter(self.index, self._PS_NAMES.get(name, name), int(value))
 
     def set_threads(self, n):
         import faiss
@@ -359,145 +276,6 @@ class RawHnswlib(Algorithm):
 
 
 # --------------------------------------------------------------------------- optional libraries
-class Annoy(Algorithm):
-    """Spotify Annoy (random projection forests); ``search_k`` -1 = Annoy's default ``n_trees·k``."""
-
-    name = "annoy"
-    package = "annoy"
-    build_params = {"n_trees": Param(int, 100, "number of random projection trees")}
-    query_params = {"search_k": Param(int, -1, "nodes inspected per query (-1: n_trees * k)", positive=False)}
-
-    def fit(self, X):
-        import annoy
-
-        metric = {"l2": "euclidean", "cosine": "angular", "ip": "dot"}[self.metric]
-        a = annoy.AnnoyIndex(X.shape[1], metric)
-        for i, x in enumerate(X):
-            a.add_item(i, x)
-        a.build(int(self.build_args.get("n_trees", 100)), n_jobs=-1)
-        self.a = a
-        self.search_k = -1
-
-    def set_query_arguments(self, **query_args):
-        super().set_query_arguments(**query_args)
-        self.search_k = int(query_args.get("search_k", -1))
-
-    def query(self, q, k):
-        return _fill(self.a.get_nns_by_vector(q.tolist(), k, self.search_k), k)
-
-    def memory_bytes(self):
-        return None
-
-    def save(self, folder):
-        self.a.save(str(folder / "index.annoy"))
-
-    def done(self):
-        self.a = None
-
-
-class PyNNDescent(Algorithm):
-    """PyNNDescent (nearest-neighbour descent graph, Dong et al. 2011; McInnes' library) — as ANN-Benchmarks
-    configures it: ``prepare()`` at build time, query ``epsilon`` controls the search breadth."""
-
-    name = "pynndescent"
-    package = "pynndescent"
-    build_params = {"n_neighbors": Param(int, 30, "graph degree (k of the k-NN graph)"),
-                    "diversify_prob": Param((float, int), 1.0, "edge pruning probability", positive=False),
-                    "pruning_degree_multiplier": Param((float, int), 1.5, "max degree after pruning / n_neighbors"),
-                    "leaf_size": Param(int, 24, "RP-tree leaf size for initialisation")}
-    query_params = {"epsilon": Param((float, int), 0.1, "search breadth: 0 is greedy, larger is more exact",
-                                     positive=False)}
-
-    def warm(self, X):
-        """Compile PyNNDescent's numba kernels on a small sample, so build time measures the build, not the JIT."""
-        import pynndescent
-
-        metric = {"l2": "euclidean", "cosine": "cosine", "ip": "dot"}[self.metric]
-        sample = np.ascontiguousarray(X[: min(len(X), 2000)])
-        idx = pynndescent.NNDescent(sample, metric=metric, random_state=0, n_jobs=self.threads,
-                                    **{k: v for k, v in self.build_args.items()})
-        idx.prepare()
-        idx.query(sample[:2], k=min(10, len(sample) - 1), epsilon=0.1)
-
-    def fit(self, X):
-        import pynndescent
-
-        metric = {"l2": "euclidean", "cosine": "cosine", "ip": "dot"}[self.metric]
-        self.index = pynndescent.NNDescent(X, metric=metric, random_state=0, n_jobs=self.threads,
-                                           **{k: v for k, v in self.build_args.items()})
-        self.index.prepare()
-        self.epsilon = 0.1
-
-    def set_query_arguments(self, **query_args):
-        super().set_query_arguments(**query_args)
-        self.epsilon = float(query_args.get("epsilon", 0.1))
-
-    def set_threads(self, n):
-        import numba
-
-        super().set_threads(n)
-        numba.set_num_threads(int(n))
-
-    def query(self, q, k):
-        ind, _ = self.index.query(q[None, :], k=k, epsilon=self.epsilon)
-        return ind[0]
-
-    def batch_query(self, Q, k):
-        ind, _ = self.index.query(Q, k=k, epsilon=self.epsilon)
-        return ind
-
-    def save(self, folder):
-        import pickle
-
-        with open(folder / "index.pkl", "wb") as fh:
-            pickle.dump(self.index, fh, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def done(self):
-        self.index = None
-
-
-class USearch(Algorithm):
-    """USearch (Unum's HNSW implementation)."""
-
-    name = "usearch"
-    package = "usearch"
-    build_params = {"connectivity": Param(int, 16, "HNSW graph degree (M)"),
-                    "expansion_add": Param(int, 128, "efConstruction")}
-    query_params = {"expansion_search": Param(int, 64, "efSearch")}
-
-    def fit(self, X):
-        from usearch.index import Index
-
-        metric = {"l2": "l2sq", "cosine": "cos", "ip": "ip"}[self.metric]
-        self.index = Index(ndim=X.shape[1], metric=metric, dtype="f32",
-                           connectivity=int(self.build_args.get("connectivity", 16)),
-                           expansion_add=int(self.build_args.get("expansion_add", 128)))
-        self.index.add(np.arange(len(X), dtype=np.uint64), X, threads=self.threads)
-
-    def set_query_arguments(self, **query_args):
-        super().set_query_arguments(**query_args)
-        if "expansion_search" in query_args:
-            self.index.expansion_search = int(query_args["expansion_search"])
-
-    def query(self, q, k):
-        m = self.index.search(q, k, threads=1)
-        return _fill(m.keys, k)
-
-    def batch_query(self, Q, k):
-        m = self.index.search(Q, k, threads=self.threads)
-        keys = np.asarray(m.keys, dtype=np.int64)
-        counts = np.asarray(m.counts)
-        keys[np.arange(keys.shape[1])[None, :] >= counts[:, None]] = -1
-        return keys
-
-    def memory_bytes(self):
-        return int(self.index.memory_usage)
-
-    def save(self, folder):
-        self.index.save(str(folder / "index.usearch"))
-
-    def done(self):
-        self.index = None
 
 
 #: every adapter by its YAML name

@@ -9,6 +9,11 @@ Protocol (ANN-Benchmarks' ``runner.py``, DESIGN.md "Evaluation protocols"):
   time of the call (no per-query latencies exist).
 * Before timing, ``warmup`` queries are run once; then ``runs`` timed passes over all queries and
   the fastest is kept ("best of N"); a pass longer than ``long_run_s`` is not repeated.
+* CPU time: beside wall time, the CPU time of the queries (``time.thread_time`` per query in single mode,
+  ``time.process_time`` around a batch call) gives ``qps_cpu``: on a shared machine it moves far less with
+  the load than wall time does.
+* ``interleave``: every definition is built first, then the timed passes go round-robin over the algorithms
+  (per query-argument position and repetition), so cross-library ratios are measured under the same load.
 * Scores: recall@k by neighbour ids, and ANN-Benchmarks' distance-threshold recall (a result counts
   when its distance is within the true k-th distance + 1e-3), from distances recomputed on the data.
 * Per build: build time (wall, all cores), index size on disk (the adapter's saved files), in
@@ -40,8 +45,12 @@ from annrec._io import _json_default
 from annrec.bench.algorithms import ADAPTERS, Algorithm, available, n_cores
 from annrec.bench.datasets import Dataset
 from annrec.bench.definitions import MODES, Definition
-from annrec.bench.groundtruth import GroundTruth, ground_truth, knn_recall, pair_distances, threshold_recall
+from annrec.bench.groundtruth import GroundTruth, ground_truth
+from annrec.bench.measure import _set_global_threads, _thread_limits, measure, merge, score
 from annrec.errors import InputError
+
+__all__ = ["RESULT_FORMAT", "RunConfig", "RunSummary", "build_key", "default_results_path", "machine_info",
+           "measure", "read_results", "run_benchmark", "run_key", "score", "_set_global_threads", "_thread_limits"]
 
 RESULT_FORMAT = 1
 
@@ -50,7 +59,8 @@ RESULT_FORMAT = 1
 class RunConfig:
     """How to run: ``count`` (k), ``runs`` (best of N), ``warmup`` queries, ``modes``, threads of batch
     mode (``None``: all cores), ``force`` (re-run finished runs), ``retry_failed`` (re-run failed ones),
-    ``long_run_s`` (a pass slower than this is not repeated)."""
+    ``long_run_s`` (a pass slower than this is not repeated), ``interleave`` (build everything first, then time
+    the algorithms round-robin: :func:`run_benchmark`)."""
 
     count: int = 10
     runs: int = 3
@@ -60,6 +70,7 @@ class RunConfig:
     force: bool = False
     retry_failed: bool = False
     long_run_s: float = 60.0
+    interleave: bool = False
 
     def __post_init__(self) -> None:
         if self.count < 1 or self.count > 100:
@@ -198,99 +209,6 @@ def _clean(x: float | None) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-# --------------------------------------------------------------------------- measurement
-def _thread_limits(n: int):
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=n)
-
-
-def _set_global_threads(n: int) -> None:
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(int(n))
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def measure(algo: Algorithm, Q: np.ndarray, k: int, mode: str, *, runs: int = 3, warmup: int = 500,
-            threads: int | None = None, long_run_s: float = 60.0) -> dict[str, Any]:
-    """Time ``algo`` on queries ``Q`` in ``mode`` (see the module docstring).
-
-    Besides wall-clock time, the CPU time of the queries is recorded (``time.thread_time`` around each
-    query in single mode; ``time.process_time``, all threads, around the batch call): on a machine
-    shared with other work, CPU time is far less disturbed than wall time, which makes it the better
-    basis for comparing two implementations of the same search (the overhead ratios).
-
-    Returns:
-        ``{"ids": int64 (nq, k), "search_time_s", "run_times_s", "cpu_time_s" (minimum over passes),
-        "latencies_s" (single mode), "threads"}``.
-    """
-    threads = 1 if mode == "single" else (threads or n_cores())
-    nq = len(Q)
-    algo.set_threads(threads)
-    _set_global_threads(threads)
-    best_total, best_ids, best_lat, times, best_cpu = np.inf, None, None, [], np.inf
-    with _thread_limits(threads):
-        if mode == "single":
-            for i in range(min(warmup, nq)):
-                algo.query(Q[i], k)
-            perf, cpu = time.perf_counter, time.thread_time
-            for _ in range(runs):
-                ids = np.full((nq, k), -1, dtype=np.int64)
-                lat = np.empty(nq, dtype=np.float64)
-                cpus = np.empty(nq, dtype=np.float64)
-                gc.collect(1)  # young generations: cheap, clears the last pass's garbage
-                for i in range(nq):
-                    q = Q[i]
-                    c0 = cpu()
-                    t0 = perf()
-                    r = algo.query(q, k)
-                    t1 = perf()
-                    cpus[i] = cpu() - c0
-                    lat[i] = t1 - t0
-                    r = np.asarray(r).ravel()[:k]
-                    ids[i, :len(r)] = r
-                total = float(lat.sum())
-                best_cpu = min(best_cpu, float(cpus.sum()))
-                times.append(total)
-                if total < best_total:
-                    best_total, best_ids, best_lat = total, ids, lat
-                if total > long_run_s:
-                    break
-        elif mode == "batch":
-            if warmup:
-                algo.batch_query(Q[:min(warmup, nq)], k)
-            for _ in range(runs):
-                gc.collect(1)
-                c0 = time.process_time()
-                t0 = time.perf_counter()
-                res = algo.batch_query(Q, k)
-                total = time.perf_counter() - t0
-                best_cpu = min(best_cpu, time.process_time() - c0)
-                res = np.asarray(res)
-                ids = np.full((nq, k), -1, dtype=np.int64)
-                ids[:, :min(k, res.shape[1])] = res[:, :k]
-                times.append(total)
-                if total < best_total:
-                    best_total, best_ids = total, ids
-                if total > long_run_s:
-                    break
-        else:
-            raise InputError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
-    return {"ids": best_ids, "search_time_s": best_total, "run_times_s": times, "latencies_s": best_lat,
-            "cpu_time_s": best_cpu, "threads": threads}
-
-
-def score(ds: Dataset, gt: GroundTruth, ids: np.ndarray, k: int) -> dict[str, float]:
-    """Mean recall@k (ids) and distance-threshold recall of returned rows ``ids`` ``(nq, k)``."""
-    rec = knn_recall(ids, gt.neighbors, k)
-    dist = pair_distances(ds.train, ds.test, ids, ds.metric)
-    thr = threshold_recall(dist, gt.distances, k)
-    return {"recall": float(rec.mean()), "recall_threshold": float(thr.mean())}
-
-
 def _record_base(ds: Dataset, cfg: RunConfig, d: Definition, machine: dict) -> dict[str, Any]:
     return {"format": RESULT_FORMAT, "dataset": ds.name, "dataset_info": ds.describe(), "count": cfg.count,
             "n_queries": len(ds.test), "label": d.label, "algorithm": d.algorithm, "build_args": d.build_args,
@@ -298,10 +216,43 @@ def _record_base(ds: Dataset, cfg: RunConfig, d: Definition, machine: dict) -> d
 
 
 # --------------------------------------------------------------------------- the sweep
+@dataclass
+class _Ctx:
+    """What every step of a sweep reads: data, configuration, finished keys, the results file."""
+
+    ds: Dataset
+    cfg: RunConfig
+    gt: GroundTruth
+    path: Path
+    summary: RunSummary
+    ok_keys: set
+    failed_keys: set
+    machine: dict
+    Q: np.ndarray
+    batch_threads: int
+    log: Callable[[str], None]
+
+
+@dataclass
+class _Job:
+    """One built (or to be built) definition and its pending runs ``[(query_args, mode, run key)]``."""
+
+    d: Definition
+    name: str
+    todo: list
+    base: dict
+    algo: Algorithm | None = None
+
+
 def run_benchmark(ds: Dataset, definitions: Iterable[Definition], results_path: str | os.PathLike,
                   cfg: RunConfig | None = None, *, gt: GroundTruth | None = None,
                   cache_dir: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> RunSummary:
     """Run every definition on ``ds`` and append one JSON line per (build, query arguments, mode).
+
+    With ``cfg.interleave`` every definition is built first, then the timed passes go round-robin: for each
+    mode, query-argument position and repetition, one pass of every algorithm in turn (best of the
+    repetitions kept), so a shared machine's changing load hits every algorithm alike and cross-library QPS
+    ratios are measured together. Otherwise each definition is built and swept in turn.
 
     Args:
         ds: the data set; gt: its ground truth (computed or loaded from the cache when ``None``).
@@ -309,14 +260,13 @@ def run_benchmark(ds: Dataset, definitions: Iterable[Definition], results_path: 
         results_path: JSON-lines file (created if missing; appended to).
 
     Returns:
-        A :class:`RunSummary`. ``KeyboardInterrupt`` is re-raised after the current adapter is freed;
+        A :class:`RunSummary`. ``KeyboardInterrupt`` is re-raised after the adapters are freed;
         every run that finished before it is already in the file.
 
     Raises:
         InputError: bad configuration. DataError: ground truth that does not match the data set.
     """
     cfg = cfg or RunConfig()
-    definitions = list(definitions)
     results_path = Path(results_path)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(results_path)
@@ -329,131 +279,206 @@ def run_benchmark(ds: Dataset, definitions: Iterable[Definition], results_path: 
     if results_path.exists():
         for rec in read_results(results_path, warn=log):
             (ok_keys if rec.get("status") == "ok" else failed_keys).add(rec.get("key"))
-    machine = machine_info()
-    Q = np.ascontiguousarray(ds.test, dtype=np.float32)
-    k = cfg.count
-    batch_threads = cfg.batch_threads or n_cores()
+    ctx = _Ctx(ds, cfg, gt, results_path, summary, ok_keys, failed_keys, machine_info(),
+               np.ascontiguousarray(ds.test, dtype=np.float32), cfg.batch_threads or n_cores(), log)
     # Move everything alive now out of the collector's way: the collections before each timed pass then
     # only scan objects made since (cheap), and fewer collections interrupt the timed loops.
     gc.collect()
     gc.freeze()
     try:
-        _sweep(ds, definitions, results_path, cfg, gt, summary, ok_keys, failed_keys, machine, Q, k,
-               batch_threads, log)
+        (_sweep_interleaved if cfg.interleave else _sweep)(ctx, list(definitions))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        log(f"interrupted: {summary.done} run(s) of this run are saved in {results_path}")
+        raise
     finally:
         gc.unfreeze()
     return summary
 
 
-def _sweep(ds, definitions, results_path, cfg, gt, summary, ok_keys, failed_keys, machine, Q, k, batch_threads,
-           log) -> None:
-    for d in definitions:
-        cls = ADAPTERS[d.algorithm]
-        if not available(cls):
-            msg = f"skipping {d.label}: the optional package {cls.package!r} is not installed (pip install {cls.package})"
-            if d.label not in summary.unavailable:
-                summary.unavailable.append(d.label)
-                log(msg)
-            continue
-        bkey = build_key(ds, k, d)
-        modes = [m for m in cfg.modes if m in d.modes]
-        todo = []
-        for qa in d.query_args:
-            for mode in modes:
-                rk = run_key(ds, k, d, qa, mode)
-                if not cfg.force and (rk in ok_keys or (rk in failed_keys and not cfg.retry_failed)):
-                    summary.skipped += 1
-                    continue
-                todo.append((qa, mode, rk))
-        name = f"{d.label}({', '.join(f'{a}={v}' for a, v in d.build_args.items())})"
-        if not todo:
-            log(f"{name}: all runs done, skipped (use --force to re-run)")
-            continue
-        if bkey in failed_keys and not cfg.force and not cfg.retry_failed:
-            log(f"{name}: its build failed in an earlier run, skipped (use --retry-failed)")
-            summary.skipped += len(todo)
-            continue
-        base = _record_base(ds, cfg, d, machine)
-        base["build_key"] = bkey
-        algo = cls(ds.metric, **d.build_args)
-        algo.set_threads(batch_threads)
-        _set_global_threads(batch_threads)
-        try:
-            log(f"{name}: building ...")
-            gc.collect(1)
-            rss0 = _rss()
-            t0 = time.perf_counter()
-            try:
-                with _thread_limits(batch_threads):
-                    algo.fit(ds.train)
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # noqa: BLE001 - a failing backend is recorded, the sweep goes on
-                _append(results_path, {**base, "key": bkey, "status": "failed", "stage": "build",
-                                       "query_args": None, "mode": None, "error": f"{type(e).__name__}: {e}",
-                                       "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-                summary.failed += 1
-                log(f"{name}: build FAILED ({type(e).__name__}: {e}); recorded, going on")
+def _prepare(ctx: _Ctx, d: Definition) -> _Job | None:
+    """The pending runs of ``d``, or ``None`` when there are none (unavailable, finished, failed build)."""
+    cls, k, summary = ADAPTERS[d.algorithm], ctx.cfg.count, ctx.summary
+    if not available(cls):
+        if d.label not in summary.unavailable:
+            summary.unavailable.append(d.label)
+            ctx.log(f"skipping {d.label}: the optional package {cls.package!r} is not installed "
+                    f"(pip install {cls.package})")
+        return None
+    todo = []
+    for qa in d.query_args:
+        for mode in (m for m in ctx.cfg.modes if m in d.modes):
+            rk = run_key(ctx.ds, k, d, qa, mode)
+            done = rk in ctx.ok_keys or (rk in ctx.failed_keys and not ctx.cfg.retry_failed)
+            if done and not ctx.cfg.force:
+                summary.skipped += 1
                 continue
-            build_time = time.perf_counter() - t0
-            rss_growth = max(0, _rss() - rss0)
-            mem = algo.memory_bytes()
-            disk = None
-            tmp = Path(tempfile.mkdtemp(prefix="annrec-bench-"))
-            try:
-                algo.save(tmp)
-                disk = _dir_size(tmp) or None
-            except Exception as e:  # noqa: BLE001 - size on disk is informational
-                log(f"{name}: could not save the index to measure its size ({type(e).__name__}: {e})")
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            log(f"{name}: built in {build_time:.1f} s"
-                + (f", {disk / 2**20:.1f} MB on disk" if disk else ""))
-            base.update(build_time_s=build_time, index_disk_bytes=disk,
-                        index_memory_bytes=mem if mem is not None else rss_growth,
-                        index_memory_source="adapter" if mem is not None else "rss", rss_growth_bytes=rss_growth)
-            for qa, mode, rk in todo:
-                started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                load = os.getloadavg() if hasattr(os, "getloadavg") else None
-                try:
-                    algo.set_query_arguments(**qa)
-                    m = measure(algo, Q, k, mode, runs=d.runs or cfg.runs, warmup=cfg.warmup, threads=batch_threads,
-                                long_run_s=cfg.long_run_s)
-                except KeyboardInterrupt:
-                    raise
-                except Exception as e:  # noqa: BLE001
-                    _append(results_path, {**base, "key": rk, "status": "failed", "stage": "query",
-                                           "query_args": qa, "mode": mode, "error": f"{type(e).__name__}: {e}",
-                                           "timestamp": started})
-                    summary.failed += 1
-                    log(f"{name} {qa} [{mode}]: FAILED ({type(e).__name__}: {e}); recorded, going on")
-                    continue
-                sc = score(ds, gt, m["ids"], k)
-                nq = len(Q)
-                lat = m["latencies_s"]
-                latency = {"mean": 1e3 * m["search_time_s"] / nq}
-                if lat is not None:
-                    latency.update(p50=1e3 * float(np.percentile(lat, 50)), p95=1e3 * float(np.percentile(lat, 95)),
-                                   p99=1e3 * float(np.percentile(lat, 99)))
-                else:
-                    latency.update(p50=None, p95=None, p99=None)
-                rec = {**base, "key": rk, "status": "ok", "query_args": qa, "mode": mode,
-                       "name": algo.describe(), **sc, "qps": nq / m["search_time_s"],
-                       "latency_ms": latency, "search_time_s": m["search_time_s"], "run_times_s": m["run_times_s"],
-                       "cpu_time_s": m["cpu_time_s"], "qps_cpu": nq / max(m["cpu_time_s"], 1e-12),
-                       "runs": len(m["run_times_s"]), "warmup_queries": min(cfg.warmup, nq), "threads": m["threads"],
-                       "gt_origin": gt.origin, "load_avg_before": list(load) if load else None, "timestamp": started}
-                rec["latency_ms"] = {a: _clean(b) for a, b in latency.items()}
-                _append(results_path, rec)
-                summary.done += 1
-                log(f"{name} {qa} [{mode}]: recall {sc['recall']:.4f}, {rec['qps']:,.0f} QPS")
-        except KeyboardInterrupt:
-            summary.interrupted = True
-            log(f"interrupted: {summary.done} run(s) of this session are saved in {results_path}")
-            raise
+            todo.append((qa, mode, rk))
+    name = f"{d.label}({', '.join(f'{a}={v}' for a, v in d.build_args.items())})"
+    bkey = build_key(ctx.ds, k, d)
+    if not todo:
+        ctx.log(f"{name}: all runs done, skipped (use --force to re-run)")
+        return None
+    if bkey in ctx.failed_keys and not ctx.cfg.force and not ctx.cfg.retry_failed:
+        ctx.log(f"{name}: its build failed in an earlier run, skipped (use --retry-failed)")
+        summary.skipped += len(todo)
+        return None
+    base = _record_base(ctx.ds, ctx.cfg, d, ctx.machine)
+    base["build_key"] = bkey
+    return _Job(d, name, todo, base)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _build(ctx: _Ctx, job: _Job) -> bool:
+    """Build ``job``'s index and record build time and sizes in ``job.base``; a failure is recorded (False)."""
+    algo = job.algo = ADAPTERS[job.d.algorithm](ctx.ds.metric, **job.d.build_args)
+    algo.set_threads(ctx.batch_threads)
+    _set_global_threads(ctx.batch_threads)
+    ctx.log(f"{job.name}: building ...")
+    gc.collect(1)
+    rss0 = _rss()
+    t0 = time.perf_counter()
+    try:
+        with _thread_limits(ctx.batch_threads):
+            algo.fit(ctx.ds.train)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - a failing backend is recorded, the sweep goes on
+        _append(ctx.path, {**job.base, "key": job.base["build_key"], "status": "failed", "stage": "build",
+                           "query_args": None, "mode": None, "error": f"{type(e).__name__}: {e}", "timestamp": _now()})
+        ctx.summary.failed += 1
+        ctx.log(f"{job.name}: build FAILED ({type(e).__name__}: {e}); recorded, going on")
+        return False
+    build_time = time.perf_counter() - t0
+    rss_growth = max(0, _rss() - rss0)
+    mem = algo.memory_bytes()
+    disk = None
+    tmp = Path(tempfile.mkdtemp(prefix="annrec-bench-"))
+    try:
+        algo.save(tmp)
+        disk = _dir_size(tmp) or None
+    except Exception as e:  # noqa: BLE001 - size on disk is informational
+        ctx.log(f"{job.name}: could not save the index to measure its size ({type(e).__name__}: {e})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ctx.log(f"{job.name}: built in {build_time:.1f} s" + (f", {disk / 2**20:.1f} MB on disk" if disk else ""))
+    job.base.update(build_time_s=build_time, index_disk_bytes=disk,
+                    index_memory_bytes=mem if mem is not None else rss_growth,
+                    index_memory_source="adapter" if mem is not None else "rss", rss_growth_bytes=rss_growth)
+    return True
+
+
+def _free(job: _Job) -> None:
+    try:
+        if job.algo is not None:
+            job.algo.done()
+    except Exception:  # noqa: BLE001 - best effort cleanup
+        pass
+    job.algo = None
+    gc.collect(1)
+
+
+def _measure(ctx: _Ctx, job: _Job, qa: dict, mode: str, rk: str, runs: int, warmup: int) -> dict | None:
+    """Time one point; a failure is recorded and gives ``None``."""
+    try:
+        job.algo.set_query_arguments(**qa)
+        return measure(job.algo, ctx.Q, ctx.cfg.count, mode, runs=runs, warmup=warmup, threads=ctx.batch_threads,
+                       long_run_s=ctx.cfg.long_run_s)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _append(ctx.path, {**job.base, "key": rk, "status": "failed", "stage": "query", "query_args": qa,
+                           "mode": mode, "error": f"{type(e).__name__}: {e}", "timestamp": _now()})
+        ctx.summary.failed += 1
+        ctx.log(f"{job.name} {qa} [{mode}]: FAILED ({type(e).__name__}: {e}); recorded, going on")
+        return None
+
+
+def _record(ctx: _Ctx, job: _Job, qa: dict, mode: str, rk: str, m: dict, started: str, load, **extra) -> None:
+    """Score one measured point and append its result line."""
+    k, nq = ctx.cfg.count, len(ctx.Q)
+    sc = score(ctx.ds, ctx.gt, m["ids"], k)
+    lat = m["latencies_s"]
+    latency = {"mean": 1e3 * m["search_time_s"] / nq, "p50": None, "p95": None, "p99": None}
+    if lat is not None:
+        latency.update({f"p{p}": 1e3 * float(np.percentile(lat, p)) for p in (50, 95, 99)})
+    rec = {**job.base, "key": rk, "status": "ok", "query_args": qa, "mode": mode, "name": job.algo.describe(),
+           **sc, "qps": nq / m["search_time_s"], "latency_ms": {a: _clean(b) for a, b in latency.items()},
+           "search_time_s": m["search_time_s"], "run_times_s": m["run_times_s"], "cpu_time_s": m["cpu_time_s"],
+           "qps_cpu": nq / max(m["cpu_time_s"], 1e-12), "runs": len(m["run_times_s"]),
+           "warmup_queries": min(ctx.cfg.warmup, nq), "threads": m["threads"], "gt_origin": ctx.gt.origin,
+           "load_avg_before": list(load) if load else None, "timestamp": started, **extra}
+    _append(ctx.path, rec)
+    ctx.summary.done += 1
+    ctx.log(f"{job.name} {qa} [{mode}]: recall {sc['recall']:.4f}, {rec['qps']:,.0f} QPS wall, "
+            f"{rec['qps_cpu']:,.0f} QPS CPU")
+
+
+def _load() -> tuple[float, ...] | None:
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
+
+
+def _sweep(ctx: _Ctx, definitions: list[Definition]) -> None:
+    """Build each definition and run its points, one definition after the other."""
+    for d in definitions:
+        job = _prepare(ctx, d)
+        if job is None:
+            continue
+        try:
+            if not _build(ctx, job):
+                continue
+            for qa, mode, rk in job.todo:
+                started, load = _now(), _load()
+                m = _measure(ctx, job, qa, mode, rk, d.runs or ctx.cfg.runs, ctx.cfg.warmup)
+                if m is not None:
+                    _record(ctx, job, qa, mode, rk, m, started, load)
         finally:
-            try:
-                algo.done()
-            except Exception:  # noqa: BLE001 - best effort cleanup
-                pass
-            gc.collect(1)
+            _free(job)
+
+
+def _sweep_interleaved(ctx: _Ctx, definitions: list[Definition]) -> None:
+    """Build every definition, then time round-robin (see :func:`run_benchmark`): position ``j`` of every
+    job's query-argument list, one pass each per repetition, the order rotated between repetitions."""
+    jobs: list[_Job] = []
+    try:
+        for d in definitions:
+            job = _prepare(ctx, d)
+            if job is not None and _build(ctx, job):
+                jobs.append(job)
+            elif job is not None:
+                _free(job)
+        for mode in ctx.cfg.modes:
+            lists = [(job, [t for t in job.todo if t[1] == mode]) for job in jobs]
+            for j in range(max((len(pts) for _, pts in lists), default=0)):
+                _interleave_point(ctx, [(job, pts[j]) for job, pts in lists if j < len(pts)])
+    finally:
+        for job in jobs:
+            _free(job)
+
+
+def _interleave_point(ctx: _Ctx, points: list[tuple[_Job, tuple]]) -> None:
+    """One position of the round-robin: ``runs`` repetitions of one pass per (job, point), then the records."""
+    best: dict[int, dict] = {}
+    started, load = _now(), _load()
+    live = list(range(len(points)))
+    reps = max((job.d.runs or ctx.cfg.runs) for job, _ in points) if points else 0
+    for rep in range(reps):
+        order = live[rep % len(live):] + live[:rep % len(live)] if live else []
+        for i in order:
+            job, (qa, mode, rk) = points[i]
+            if rep >= (job.d.runs or ctx.cfg.runs) or i not in live:
+                continue
+            m = _measure(ctx, job, qa, mode, rk, 1, ctx.cfg.warmup if rep == 0 else min(ctx.cfg.warmup, 100))
+            if m is None:
+                live.remove(i)
+                best.pop(i, None)
+                continue
+            best[i] = merge(best.get(i), m)
+            if m["search_time_s"] > ctx.cfg.long_run_s:
+                live.remove(i)
+    for i, m in sorted(best.items()):
+        job, (qa, mode, rk) = points[i]
+        _record(ctx, job, qa, mode, rk, m, started, load, interleaved=len(points))

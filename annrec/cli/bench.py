@@ -102,6 +102,9 @@ def run_cmd(
                                         "bench/results/<dataset>-k<count>.jsonl)."),
     force: bool = typer.Option(False, "--force", help="Re-run runs that are already in the results file."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-run runs recorded as failed."),
+    interleave: bool = typer.Option(False, "--interleave", help="Build every configuration first, then time "
+                                    "them round-robin (per query-argument position and repetition), so that "
+                                    "QPS ratios between libraries are measured under the same machine load."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Data/ground-truth cache (default bench/cache)."),
     json_path: Path | None = json_option(),
 ) -> None:
@@ -112,7 +115,7 @@ def run_cmd(
     from annrec.bench.results import markdown_table, overhead_ratios
 
     cfg = RunConfig(count=count, runs=runs, warmup=warmup, modes=_modes(modes), batch_threads=threads,
-                    force=force, retry_failed=retry_failed)
+                    force=force, retry_failed=retry_failed, interleave=interleave)
     defs = load_definitions(definitions, only=algorithm or None)
     ds = _open_dataset(dataset, queries, groundtruth, metric, n_queries, cache_dir)
     _log(f"{ds.name}: {len(ds.train):,} base vectors, {len(ds.test):,} queries, dim {ds.dim}, {ds.metric}; "

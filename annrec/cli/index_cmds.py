@@ -115,6 +115,10 @@ def index_build(
                                "--out (searched as one; see docs/scale-out.md)."),
     partition: str = typer.Option("hash", "--partition", help="How ids are spread over --shards: hash (id mod S) "
                                   "or range (contiguous blocks)."),
+    ray: bool = typer.Option(False, "--ray", help="Build the --shards as Ray Data tasks (groupby(shard)."
+                             "map_groups; a local Ray unless --ray-address); needs the ray extra."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join with --ray (--out "
+                                           "must be on storage every node can write)."),
     force: bool = force_option(),
     json_path: Path | None = json_option(),
 ) -> None:
@@ -125,10 +129,15 @@ def index_build(
     from annrec.index.sharded import SHARDED_KIND
 
     check_output_dir(out, SHARDED_KIND if shards > 1 else KIND, force=force)
+    if (ray or ray_address) and shards < 2:
+        from annrec.errors import InputError
+
+        raise InputError("--ray builds the shards of a sharded index: add --shards S (S >= 2)")
     s = resolve_spec(spec, backend, param, metric)
     emb = Embeddings.load(embeddings)
     if shards != 1:
-        _build_sharded(emb, embeddings, s, out, shards, partition, force, json_path)
+        _build_sharded(emb, embeddings, s, out, shards, partition, force, json_path,
+                       executor="ray" if (ray or ray_address) else "local", ray_address=ray_address)
         return
     with console.status(f"building {s.backend} index over {len(emb):,} vectors of dim {emb.dim}..."):
         t0 = time.perf_counter()
@@ -150,7 +159,7 @@ def index_build(
 
 
 def _build_sharded(emb, emb_path: Path, spec, out: Path, shards: int, partition: str, force: bool,
-                   json_path: Path | None) -> None:
+                   json_path: Path | None, executor: str = "local", ray_address: str | None = None) -> None:
     from annrec.index import load_index
     from annrec.index.sharded import build_sharded
 
@@ -161,7 +170,8 @@ def _build_sharded(emb, emb_path: Path, spec, out: Path, shards: int, partition:
     t0 = time.perf_counter()
     with console.status(f"building {shards} {spec.backend} shards over {len(emb):,} vectors of dim {emb.dim}..."):
         build_sharded(emb.vectors, emb.ids, spec.metric or emb.metric, out, shards=shards, partition=partition,
-                      backend=spec.backend, source=source, items=emb.items, force=force, **spec.params)
+                      backend=spec.backend, source=source, items=emb.items, force=force, executor=executor,
+                      ray_address=ray_address, **spec.params)
     build_s = time.perf_counter() - t0
     index = load_index(out)
     console.print(f"built {shards} {spec.backend} shards in {out} ({partition} partition): {len(index):,} items "
@@ -169,21 +179,23 @@ def _build_sharded(emb, emb_path: Path, spec, out: Path, shards: int, partition:
                   markup=False)
     write_json_report(json_path, {"command": "index build", "out": str(out), "embeddings": str(emb_path),
                                   "backend": spec.backend, "shards": shards, "partition": partition,
+                                  "executor": executor,
                                   "counts": index._counts, "count": len(index), "build_seconds": round(build_s, 4),
                                   "folder_bytes": folder_bytes(out)})
     index.close()
 
 
-def query_params(index, ef: int | None, nprobe: int | None) -> dict[str, int] | None:
-    """``--ef`` / ``--nprobe`` as the backend's query parameters (``ef`` for hnswlib; ``efSearch`` /
-    ``nprobe`` for FAISS).
+def query_params(index, ef: int | None, nprobe: int | None,
+                 k_factor: int | None = None) -> dict[str, int] | None:
+    """``--ef`` / ``--nprobe`` / ``--k-factor`` as the backend's query parameters (``ef`` for hnswlib;
+    ``efSearch`` / ``nprobe`` / ``k_factor`` for FAISS, found through wrappers such as ``RFlat``).
 
     Raises:
         InputError: a parameter that does not apply to this index (``--nprobe`` for HNSW, ``--ef`` for an
-            IVF index), or a value <= 0.
+            IVF index, ``--k-factor`` without a re-ranking wrapper), or a value <= 0.
     """
     out: dict[str, int] = {}
-    for name, v in (("--ef", ef), ("--nprobe", nprobe)):
+    for name, v in (("--ef", ef), ("--nprobe", nprobe), ("--k-factor", k_factor)):
         if v is not None and v <= 0:
             raise InputError(f"{name} must be a positive integer; got {v}")
     kind = index.backend
@@ -206,6 +218,12 @@ def query_params(index, ef: int | None, nprobe: int | None) -> dict[str, int] | 
             raise InputError(f"--nprobe applies to FAISS IVF indexes; this is a {kind} "
                              f"{factory + ' ' if factory else ''}index" + (": use --ef" if kind == "hnswlib" or
                                                                            has("efSearch") else ""))
+    if k_factor is not None:
+        if has("k_factor"):
+            out["k_factor"] = int(k_factor)
+        else:
+            raise InputError(f"--k-factor applies to FAISS re-ranking indexes (factory ending in RFlat or "
+                             f"Refine(...)); this is a {kind} {factory + ' ' if factory else ''}index")
     return out or None
 
 
@@ -278,6 +296,8 @@ def index_query(
     k: int = typer.Option(10, "-k", "--k", help="Results per query."),
     ef: int | None = typer.Option(None, "--ef", help="efSearch (HNSW: hnswlib or FAISS)."),
     nprobe: int | None = typer.Option(None, "--nprobe", help="IVF lists probed (FAISS IVF)."),
+    k_factor: int | None = typer.Option(None, "--k-factor", help="Re-ranking: k_factor*k candidates re-scored "
+                                        "exactly (FAISS RFlat / Refine(...) indexes)."),
     include_self: bool = typer.Option(False, "--include-self", help="With --item, keep the item itself in the "
                                       "results."),
     show: int = typer.Option(3, "--show", help="With --vectors, print the results of the first N queries."),
@@ -295,7 +315,7 @@ def index_query(
         raise InputError("give exactly one query: --item ID, --vector '0.1,0.2,...' or --vectors FILE.npy"
                          + (f" (got {', '.join(given)})" if given else ""))
     index = load_index(index_dir)
-    params = query_params(index, ef, nprobe)
+    params = query_params(index, ef, nprobe, k_factor)
     from annrec._validate import check_k
 
     check_k(k)

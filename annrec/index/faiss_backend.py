@@ -41,8 +41,11 @@ from annrec.index.faiss_params import Structure, apply_defaults, search_paramete
 
 _BUILD_PARAMS = ("factory", "nlist", "pq_m", "M", "ef_construction", "nprobe", "efSearch", "k_factor", "gpu", "train_size", "seed", "factory_resolved",
                  "mips_l2", "mips_max_norm")
-#: efConstruction of FAISS HNSW graphs (FAISS's own default: 40); see docs/bench.md for the measurement
-DEFAULT_EF_CONSTRUCTION = 40
+#: efConstruction of FAISS HNSW graphs (FAISS's own default is 40). Chosen by measurement
+#: (bench/faiss_hnsw_build.py, bench/results/faiss_hnsw_build.json; docs/bench.md, "FAISS HNSW build"): on
+#: Fashion-MNIST with M=16, 100 gives the same or higher single-query QPS than 40 at recall@10 0.90-0.98 for
+#: half the build time of 200.
+DEFAULT_EF_CONSTRUCTION = 100
 _NO_RESULT_IP = np.float32(-np.finfo(np.float32).max)  # what FAISS reports for a missing inner-product result
 
 
@@ -70,15 +73,21 @@ def gpu_available() -> bool:
 class FaissIndex(Index):
     """A FAISS index (from a factory string) behind the :class:`~annrec.index.base.Index` interface.
 
-    Params: ``factory`` (default ``"Flat"``), ``nlist`` (for ``{nlist}``), ``M`` (for ``{M}``, HNSW graph degree),
-    ``ef_construction`` (HNSW build list size, default :data:`DEFAULT_EF_CONSTRUCTION`), ``nprobe``, ``efSearch``,
-    ``k_factor``,
-    ``gpu`` (None = auto), ``train_size`` (max training vectors, default 256·nlist), ``seed``,
-    ``mips_l2`` (metric ip through an L2 index, see the module docstring).
+    Params: ``factory`` (default ``"Flat"``), ``nlist`` (for ``{nlist}``), ``M`` (for ``{M}``, HNSW graph degree,
+    default 32 as in FAISS's ``"HNSW32"`` examples), ``ef_construction`` (also spelt ``efConstruction``: HNSW build
+    list size, default :data:`DEFAULT_EF_CONSTRUCTION`, chosen by measurement; FAISS's own is 40), and the default
+    query parameters, each set on the index it belongs to through any wrapper (``IndexPreTransform``,
+    ``IndexRefine``, ``IndexIDMap``): ``nprobe`` (IVF, FAISS default 1), ``efSearch`` (HNSW, FAISS default 16),
+    ``k_factor`` (``RFlat`` / ``Refine(...)``: ``k_factor·k`` candidates of the base index re-scored exactly,
+    FAISS default 1). Also ``gpu`` (None = auto), ``train_size`` (max training vectors, default
+    256·max(nlist, 256)), ``seed``, ``mips_l2`` (metric ip through an L2 index, see the module docstring).
+    Per-call ``search(..., params={"nprobe": 16, "ef": 64, "k_factor": 4})`` (positive ints) go through the
+    matching ``faiss.SearchParameters`` subclasses; :meth:`valid_query_params` lists the ones an index takes.
 
     Raises:
         InputError: unknown parameters, a factory string FAISS rejects, too few vectors to train it,
-            ``mips_l2`` with a metric other than ``ip``.
+            ``mips_l2`` with a metric other than ``ip``; at search time, a query parameter the factory has no
+            index for (the message names the ones it takes).
     """
 
     backend = "faiss"
@@ -171,7 +180,7 @@ class FaissIndex(Index):
                              f"(e.g. PQm needs dim divisible by m)") from None
         _disable_polysemous_training(index)
         hnsw = walk(index).owners.get("hnsw")
-        if hnsw is not None:  # FAISS's default is 40; hnswlib's and annrec's hnswlib preset use 200
+        if hnsw is not None:  # FAISS's default is 40 (see DEFAULT_EF_CONSTRUCTION)
             hnsw.hnsw.efConstruction = int(self.params.get("ef_construction") or DEFAULT_EF_CONSTRUCTION)
         elif self.params.get("ef_construction") is not None:
             raise InputError(f"ef_construction applies to an HNSW index; {factory!r} has none")
@@ -202,14 +211,25 @@ class FaissIndex(Index):
         apply_defaults(self._structure(), self.params)
         self._maybe_to_gpu()
 
+    def valid_query_params(self) -> list[str]:
+        """The query parameters this index takes, found through its wrappers (``["nprobe", "k_factor"]`` for
+        ``"IVF1024,PQ196x4fs,RFlat"``, ``["efSearch"]`` for ``"HNSW32"``, ``[]`` for ``"Flat"``)."""
+        return [n for n in self.query_param_names if self._has_param(n)]
+
     def _check_query_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        factory = self.params.get("factory_resolved") or self.params.get("factory")
+        valid = ", ".join("ef (efSearch)" if n == "efSearch" else n for n in self.valid_query_params()) or "none"
+        for name in params or ():
+            if name not in self.query_param_names and name not in self.query_param_aliases:
+                raise InputError(f"unknown query parameter {name!r} for the FAISS index {factory!r}: it takes "
+                                 f"{valid}")
         params = super()._check_query_params(params)
         for name in params:
             if not self._has_param(name):
                 what = {"nprobe": "an IVF index", "efSearch": "an HNSW index",
                         "k_factor": "a re-ranking index (RFlat, Refine(...))"}[name]
                 raise InputError(f"query parameter {'ef (efSearch)' if name == 'efSearch' else name} applies to "
-                                 f"{what}; this FAISS index is {self.params.get('factory_resolved') or self.params.get('factory')!r}")
+                                 f"{what}; this FAISS index is {factory!r}, which takes {valid}")
         if "k_factor" in params and (isinstance(params["k_factor"], bool) or params["k_factor"] < 1):
             raise InputError(f"k_factor must be >= 1; got {params['k_factor']!r}")
         return params
@@ -238,7 +258,10 @@ class FaissIndex(Index):
             raise RuntimeError("FAISS label bookkeeping out of sync")  # programming error, never user input
         if self._mips:  # Index.add has already refused vectors above the norm bound (_backend_check)
             x = self._augment(x)
-        self._index.add(x)
+        if self._structure().chain and self._structure().chain[0][0] == "idmap":  # "IDMap,...": ids = labels
+            self._index.add_with_ids(x, np.ascontiguousarray(labels, dtype=np.int64))
+        else:
+            self._index.add(x)
         if self._gpu_index is not None:
             self._gpu_index.add(x)
 
@@ -342,3 +365,5 @@ def _disable_polysemous_training(index) -> None:
         index.do_polysemous_training = False
     if isinstance(index, faiss.IndexPreTransform):
         _disable_polysemous_training(index.index)
+    elif isinstance(index, faiss.IndexRefine):  # "IVF1024,PQ56,RFlat": the PQ is the base index
+        _disable_polysemous_training(index.base_index)

@@ -47,16 +47,18 @@ def check_limits(settings: ServiceSettings, *, k: int | None = None, batch: int 
                          f"{settings.max_string_length} (max_string_length setting)")
 
 
-def query_params(srv: ServedIndex, ef: int | None, nprobe: int | None) -> dict[str, int] | None:
-    """The HTTP parameters ``ef`` / ``nprobe`` as the backend's search parameters (``{"ef": 64}`` for
-    hnswlib, ``{"efSearch": 64}`` / ``{"nprobe": 16}`` for FAISS), or ``None`` when neither is given.
+def query_params(srv: ServedIndex, ef: int | None, nprobe: int | None,
+                 k_factor: int | None = None) -> dict[str, int] | None:
+    """The HTTP parameters ``ef`` / ``nprobe`` / ``k_factor`` as the backend's search parameters (``{"ef": 64}``
+    for hnswlib, ``{"efSearch": 64}`` / ``{"nprobe": 16}`` / ``{"k_factor": 4}`` for FAISS), or ``None`` when none
+    is given.
 
     Raises:
         InputError: a parameter the index does not understand (``nprobe`` on HNSW, ``ef`` on IVF).
     """
     names = srv.query_param_names()
     params = {}
-    for api_name, value in (("ef", ef), ("nprobe", nprobe)):
+    for api_name, value in (("ef", ef), ("nprobe", nprobe), ("k_factor", k_factor)):
         if value is None:
             continue
         if api_name not in names:

@@ -124,6 +124,8 @@ class ServedIndex:
             out["nprobe"] = "nprobe"
         if has is not None and has("efSearch"):
             out["ef"] = "efSearch"
+        if has is not None and has("k_factor"):
+            out["k_factor"] = "k_factor"
         return out
 
     def describe(self, full: bool = True) -> dict[str, Any]:

@@ -98,7 +98,8 @@ class IndexSummary(BaseModel):
     query_encoder: str | None = Field(None, description="text | sequence: answers /v1/search/text or "
                                                         "/v1/recommendations/next")
     writable: bool
-    query_params: list[str] = Field(description="per-request search parameters it understands (ef, nprobe)")
+    query_params: list[str] = Field(description="per-request search parameters it understands (ef, nprobe, "
+                                     "k_factor)")
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"name": "mf-hnsw", "backend": "hnswlib", "metric": "ip", "dim": 65, "count": 9724, "trainer": "mf",
@@ -165,6 +166,9 @@ class SearchRequest(_Model):
     k: int = Field(10, ge=1, description="results per query (at most max_k and the index size)")
     ef: int | None = Field(None, ge=1, description="HNSW efSearch for this request (hnswlib, FAISS HNSW)")
     nprobe: int | None = Field(None, ge=1, description="IVF lists probed for this request (FAISS IVF)")
+    k_factor: int | None = Field(None, ge=1, le=1024, description="re-ranked candidates per result for this "
+                                 "request (FAISS re-ranking indexes such as IVF...,PQ...x4fs,RFlat: k_factor*k "
+                                 "candidates re-scored exactly)")
     allowed_ids: Annotated[list[ItemId], Field(max_length=_HARD_MAX_LIST)] | None = Field(
         None, description="only these items may be returned (unknown ids are ignored)")
     denied_ids: Annotated[list[ItemId], Field(max_length=_HARD_MAX_LIST)] | None = Field(

@@ -68,7 +68,7 @@ def prepare_search(reg, name: str, body: S.SearchRequest, settings) -> tuple[Ser
     check_limits(settings, k=body.k, batch=1 if body.vector is not None else len(body.vectors), ef=body.ef,
                  nprobe=body.nprobe, ids={"allowed_ids": body.allowed_ids, "denied_ids": body.denied_ids})
     srv = reg.get(name)
-    return srv, query_params(srv, body.ef, body.nprobe)
+    return srv, query_params(srv, body.ef, body.nprobe, body.k_factor)
 
 
 def answer_search(srv: ServedIndex, body: S.SearchRequest, params: dict | None,
