@@ -102,6 +102,10 @@ def train_text(
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Genre classification (Micro/Macro-F1) of the "
                                   "vectors when the items have genres."),
     seed: int = typer.Option(0, "--seed", help="Seed of the evaluation split."),
+    ray: bool = typer.Option(False, "--ray", help="Encode on Ray Data (map_batches over actors, one model each, "
+                             "--num-threads torch threads each; a local Ray unless --ray-address); needs the ray "
+                             "extra."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join with --ray."),
     out: Path = typer.Option(..., "--out", help="Embeddings folder to write (replaced atomically)."),
     json_path: Path | None = json_option(),
 ) -> None:
@@ -126,7 +130,8 @@ def train_text(
     trainer = TextTrainer(model=model, fields=fields, batch_size=batch_size, device=device, normalize=normalize,
                           cache_dir=cache_dir, use_cache=not no_cache, max_seq_length=max_seq_length,
                           max_list_values=max_list_values, on_empty="skip" if skip_empty else "error",
-                          num_threads=threads, show_progress=True)
+                          num_threads=threads, show_progress=True,
+                          executor="ray" if (ray or ray_address) else "local", ray_address=ray_address)
     emb = trainer.fit(data, dataset=name).to_embeddings()
     figures = dict(emb.manifest["figures"])
     if evaluate:

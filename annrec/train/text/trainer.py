@@ -36,6 +36,9 @@ class TextTrainer(Trainer):
             of the artifact and counts them in ``manifest["figures"]["n_skipped_empty"]``.
         num_threads: torch CPU threads while encoding (restored after; ``None``: the machine's cores).
         show_progress: sentence-transformers' progress bar (``show_progress_bar`` before, deprecated).
+        executor: ``"local"`` (default) encodes in this process; ``"ray"`` encodes on Ray Data, one model per
+            actor (:func:`annrec.train.text.ray_encode.encode_on_ray`; ``num_threads`` torch threads each), on a
+            local Ray or the cluster at ``ray_address``. The vectors are the same either way.
 
     Attributes:
         encoder_: the :class:`TextEncoder` used by the last fit.
@@ -47,11 +50,15 @@ class TextTrainer(Trainer):
                  cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
                  max_seq_length: int | None = None, max_list_values: int | None = DEFAULT_MAX_LIST_VALUES,
                  on_empty: str = "error", num_threads: int | None = None, show_progress: bool | None = None,
-                 **deprecated: Any) -> None:
+                 executor: str = "local", ray_address: str | None = None, **deprecated: Any) -> None:
         show_progress = renamed_params("TextTrainer", deprecated, {"show_progress_bar": "show_progress"},
                                        {"show_progress": show_progress})["show_progress"]
         if on_empty not in ("error", "skip"):
             raise InputError(f"on_empty must be 'error' or 'skip'; got {on_empty!r}")
+        if executor not in ("local", "ray"):
+            raise InputError(f"executor must be 'local' or 'ray'; got {executor!r}")
+        self.executor = executor
+        self.ray_address = ray_address
         self.model = os.fspath(model) if isinstance(model, os.PathLike) else model
         self.fields = _parse_fields(fields)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -80,11 +87,13 @@ class TextTrainer(Trainer):
         p["fields"] = list(self.fields)
         return p
 
+    def _encoder_kwargs(self) -> dict[str, Any]:
+        return dict(model=self.model, batch_size=self.batch_size, device=self.device, normalize=self.normalize,
+                    cache_dir=self.cache_dir, use_cache=self.use_cache, max_seq_length=self.max_seq_length)
+
     def _encoder(self, fresh: bool = False) -> TextEncoder:
         if self.encoder_ is None or fresh:  # the loaded model itself is shared per process and device
-            self.encoder_ = TextEncoder(self.model, batch_size=self.batch_size, device=self.device,
-                                        normalize=self.normalize, cache_dir=self.cache_dir, use_cache=self.use_cache,
-                                        max_seq_length=self.max_seq_length, show_progress_bar=self.show_progress)
+            self.encoder_ = TextEncoder(**self._encoder_kwargs(), show_progress_bar=self.show_progress)
         return self.encoder_
 
     def fit(self, train: Any, validation: Any = None, *, dataset: str | None = None) -> TextTrainer:
@@ -124,10 +133,16 @@ class TextTrainer(Trainer):
                                 f"that hold text (--fields)")
         enc = self._encoder(fresh=True)
         t0 = time.perf_counter()
-        with torch_threads(self.num_threads):
-            vectors = enc.encode(texts.tolist())
+        if self.executor == "ray":
+            from annrec.train.text.ray_encode import encode_on_ray
+
+            vectors, stats = encode_on_ray(texts.tolist(), self._encoder_kwargs(), num_threads=self.num_threads
+                                           if self.num_threads is not None else 1, address=self.ray_address)
+        else:
+            with torch_threads(self.num_threads):
+                vectors = enc.encode(texts.tolist())
+            stats = dict(enc.last_stats)
         seconds = time.perf_counter() - t0
-        stats = dict(enc.last_stats)
         ids = texts.index.to_numpy()
         meta_cols = [c for c in ("title", "genres") if c in items.columns]
         meta = None
