@@ -288,16 +288,48 @@ class FaissIndex(Index):
         if mask is not None:
             bitmap, sp = self._filtered_params(params, len(mask))
             bitmap[:] = np.packbits(mask, bitorder="little")
-            # the SWIG call itself: faiss's Python wrapper only allocates the outputs and re-checks shapes
-            q = np.ascontiguousarray(q, dtype=np.float32)
-            scores = np.empty((len(q), k), dtype=np.float32)
-            labels = np.empty((len(q), k), dtype=np.int64)
-            self._index.search_c(len(q), faiss.swig_ptr(q), k, faiss.swig_ptr(scores), faiss.swig_ptr(labels), sp)
-            return labels, scores
+            return self._search_c(q, k, sp)
         sp = search_parameters(self._structure(), params)
         target = self._index if self._gpu_index is None else self._gpu_index
         scores, labels = target.search(q, k, params=sp)
         return labels, scores
+
+    def _search_c(self, q, k, sp):
+        """The SWIG call itself with ``SearchParameters`` ``sp``: faiss's Python wrapper only allocates the
+        outputs and re-checks shapes."""
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        scores = np.empty((len(q), k), dtype=np.float32)
+        labels = np.empty((len(q), k), dtype=np.int64)
+        self._index.search_c(len(q), faiss.swig_ptr(q), k, faiss.swig_ptr(scores), faiss.swig_ptr(labels), sp)
+        return labels, scores
+
+    def _backend_search_denied(self, q, k, params, denied, threads):
+        """The deny-list as an ``IDSelectorBitmap`` over the :class:`~annrec.index.DenyList`'s own packed
+        allow-mask, with its ``SearchParameters``, built once per deny-list and parameters and kept in the
+        deny-list: a returning user's seen items cost the selector check, not a new bitmap and SWIG objects
+        (``bench/seen_exclusion.py``). Read-only once built, so threads share it. A deny-list resolved for one
+        search goes through the thread's reusable bitmap instead (:meth:`_filtered_params`)."""
+        if denied.transient:
+            return super()._backend_search_denied(q, k, params, denied, threads)
+        key = ("faiss", tuple(sorted((params or {}).items())),
+               *(self.params.get(n) for n in ("nprobe", "efSearch", "k_factor")))
+        sp = denied.cache.get(key)
+        if sp is None:
+            n_labels = len(denied.mask) - 1
+            bitmap = np.packbits(denied.mask[:-1], bitorder="little")
+            selector = faiss.IDSelectorBitmap(n_labels, faiss.swig_ptr(bitmap))
+            sp = search_parameters(self._structure(), params, selector)
+            sp._annrec_bitmap = (bitmap, selector)  # the C++ objects point into these: keep them alive
+            if len(denied.cache) > 8:
+                denied.cache.clear()
+            denied.cache[key] = sp
+        set_threads(threads)
+        if self._mips:
+            qa = np.zeros((len(q), self._fdim), dtype=np.float32)
+            qa[:, :-1] = q
+            labels, d = self._search_c(qa, k, sp)
+            return labels, self._to_ip(q, d, labels)
+        return self._search_c(q, k, sp)
 
     def _filtered_params(self, params: dict[str, Any] | None, n_labels: int):
         """``(bitmap uint8 (ceil(n/8),), SearchParameters with an IDSelectorBitmap over it)``, made once per

@@ -41,9 +41,10 @@ class DenyList:
             so that ``mask[labels]`` is ``False`` for the ``-1`` of an unfilled result.
         n_denied: live labels denied; ``n_allowed``: live labels allowed.
         cache: the backend's objects built over ``mask`` (FAISS ``SearchParameters`` with a bitmap selector).
+        transient: resolved inside one search from plain ids (used once: backends build nothing to keep).
     """
 
-    __slots__ = ("ids", "labels", "mask", "n_denied", "n_allowed", "cache", "_owner", "_generation")
+    __slots__ = ("ids", "labels", "mask", "n_denied", "n_allowed", "cache", "transient", "_owner", "_generation")
 
     def __init__(self, index, ids) -> None:
         self.ids = ids
@@ -60,6 +61,7 @@ class DenyList:
         self.n_allowed = int(np.count_nonzero(mask))
         self.n_denied = len(index._label) - self.n_allowed
         self.cache: dict[Any, Any] = {}
+        self.transient = False
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -101,6 +103,7 @@ class FilteredSearch:
         dl = denied_ids
         if type(dl) is not DenyList or dl._owner != id(self) or dl._generation != self._generation:
             dl = self.deny_list(denied_ids)
+            dl.transient = type(denied_ids) is not DenyList
         if not dl.n_denied and not (self._n_deleted and not self.native_deletes):
             labels, scores = self._backend_search(q, k, params, None, threads)
             return self._ext_padded[labels], scores
