@@ -137,10 +137,11 @@ class RayShard:
     """The client side of one shard actor: the :class:`~annrec.index.sharded.ShardBackend` protocol, with
     concurrent searches coalesced into one ``search_many`` call per tick."""
 
-    def __init__(self, actor, *, batch_wait_ms: float = 2.0, max_batch: int = 256) -> None:
+    def __init__(self, actor, *, batch_wait_ms: float = 2.0, max_batch: int = 256, min_rows: int = 32) -> None:
         self.actor = actor
         self.batch_wait = batch_wait_ms / 1000.0
         self.max_batch = max_batch
+        self.min_rows = min_rows  # a batch of fewer query rows waits up to batch_wait_ms for more requests
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="annrec-ray-batcher")
         self._thread.start()
@@ -153,13 +154,18 @@ class RayShard:
             if first is None:
                 return
             batch = [first]
+            rows = len(first[0][0])
             try:
                 while len(batch) < self.max_batch:
-                    item = self._queue.get(timeout=self.batch_wait)
+                    # what queued during the previous call joins at once; waiting for more only pays while the
+                    # batch is small (a request that is itself a batch of queries goes out without delay)
+                    item = self._queue.get(timeout=self.batch_wait) if rows < self.min_rows else \
+                        self._queue.get_nowait()
                     if item is None:
                         self._queue.put(None)
                         break
                     batch.append(item)
+                    rows += len(item[0][0])
             except queue.Empty:
                 pass
             try:
