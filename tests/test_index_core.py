@@ -10,7 +10,7 @@ import pytest
 
 from _index_fixtures import brute_force, fashion_mnist
 from annrec.errors import ArtifactError, DataNotFoundError, InputError, UnknownIdError
-from annrec.index import FaissIndex, HnswIndex, build_index, load_index, suggest_nlist, suggest_pq_m
+from annrec.index import FaissIndex, HnswIndex, UsearchIndex, build_index, load_index, suggest_nlist, suggest_pq_m
 from annrec.index.spec import IndexSpec
 
 RNG = np.random.default_rng(0)
@@ -18,8 +18,10 @@ X = RNG.standard_normal((2000, 24)).astype(np.float32)
 Q = RNG.standard_normal((50, 24)).astype(np.float32)
 IDS = np.arange(2000) * 7 + 3  # external ids differ from row numbers
 
+BACKEND_CLASSES = {"faiss": FaissIndex, "hnswlib": HnswIndex, "usearch": UsearchIndex}
 BACKENDS = [("faiss", {"factory": "Flat"}), ("faiss", {"factory": "HNSW32", "efSearch": 256}),
-            ("faiss", {"factory": "IVF{nlist},Flat", "nprobe": 64}), ("hnswlib", {"ef": 256})]
+            ("faiss", {"factory": "IVF{nlist},Flat", "nprobe": 64}), ("hnswlib", {"ef": 256}),
+            ("usearch", {"ef": 256})]
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -110,7 +112,7 @@ def test_save_load_round_trip(tmp_path, backend, params):
     np.testing.assert_array_equal(ids, ids2)
     np.testing.assert_allclose(scores, scores2, rtol=1e-5, atol=1e-5)
     assert IDS[5] not in loaded and loaded.items[10**9] == {"title": "new"}
-    assert isinstance(loaded, FaissIndex if backend == "faiss" else HnswIndex)
+    assert type(loaded) is BACKEND_CLASSES[backend]
 
 
 def test_crash_during_save_keeps_the_previous_index(tmp_path, monkeypatch):

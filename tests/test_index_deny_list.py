@@ -11,7 +11,7 @@ from annrec.index import build_index
 from annrec.recommend import Recommender
 
 CONFIGS = [dict(backend="faiss", factory="Flat"), dict(backend="faiss", factory="IVF8,Flat", nprobe=8),
-           dict(backend="hnswlib", M=16, ef_construction=100, ef=200)]
+           dict(backend="hnswlib", M=16, ef_construction=100, ef=200), dict(backend="usearch", ef=200)]
 
 
 def _data(n=400, d=12, seed=0):

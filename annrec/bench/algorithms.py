@@ -12,6 +12,7 @@ bruteforce-blas    exact search, FAISS's brute-force knn (BLAS)  —            
 annrec-faiss       annrec.index, FAISS backend                   factory, M, ef_construction,    nprobe, efSearch,
                                                                  train_size, mips_l2             k_factor
 annrec-hnswlib     annrec.index, hnswlib backend                 M, ef_construction              ef
+annrec-usearch     annrec.index, usearch backend                 M, ef_construction              ef
 faiss              FAISS called directly (same parameters)      as annrec-faiss (no mips_l2)    as annrec-faiss
 hnswlib            hnswlib called directly (same parameters)    M, ef_construction              ef
 annoy              Spotify Annoy (optional)                      n_trees                         search_k
@@ -139,6 +140,18 @@ class AnnrecHnswlib(_AnnrecIndex):
     build_params = {"M": Param(int, 16, "HNSW graph degree"),
                     "ef_construction": Param(int, 200, "efConstruction, candidate list size while building")}
     query_params = {"ef": Param(int, 50, "efSearch, candidate list size at query time")}
+
+
+class AnnrecUsearch(_AnnrecIndex):
+    """annrec's usearch backend (:class:`annrec.index.UsearchIndex`); its parameters are USearch's
+    ``connectivity``, ``expansion_add`` and ``expansion_search`` under their HNSW names."""
+
+    name = "annrec-usearch"
+    backend = "usearch"
+    package = "usearch"
+    build_params = {"M": Param(int, 16, "HNSW graph degree (USearch connectivity)"),
+                    "ef_construction": Param(int, 128, "efConstruction (USearch expansion_add)")}
+    query_params = {"ef": Param(int, 64, "efSearch (USearch expansion_search)")}
 
 
 # --------------------------------------------------------------------------- raw libraries
@@ -280,7 +293,7 @@ class RawHnswlib(Algorithm):
 
 #: every adapter by its YAML name
 ADAPTERS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (
-    BruteForceBLAS, AnnrecFaiss, AnnrecHnswlib, RawFaiss, RawHnswlib, Annoy, PyNNDescent, USearch)}
+    BruteForceBLAS, AnnrecFaiss, AnnrecHnswlib, AnnrecUsearch, RawFaiss, RawHnswlib, Annoy, PyNNDescent, USearch)}
 
 
 def get_adapter(name: str) -> type[Algorithm]:

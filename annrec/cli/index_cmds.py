@@ -53,7 +53,7 @@ def resolve_spec(spec: Path | None, backend: str | None, params: list[str] | Non
     from annrec.index.spec import IndexSpec
 
     if spec is None and backend is None:
-        raise InputError("give an index spec (--spec index/hnsw.yaml) or a backend (--backend hnswlib|faiss "
+        raise InputError("give an index spec (--spec index/hnsw.yaml) or a backend (--backend hnswlib|faiss|usearch "
                          "with --param key=value ...)")
     if backend is not None and backend not in BACKENDS:
         raise InputError(f"unknown index backend {backend!r}: use one of {', '.join(BACKENDS)}")
@@ -102,7 +102,7 @@ def build_from_embeddings(emb, emb_path: Path, spec, *, copy_items: bool = True)
 def index_build(
     embeddings: Path = typer.Option(..., "--embeddings", help="Embeddings folder (from `annrec train ...`)."),
     spec: Path | None = typer.Option(None, "--spec", help="Index spec YAML (index/hnsw.yaml, index/ivf-flat.yaml...)."),
-    backend: str | None = typer.Option(None, "--backend", help="hnswlib or faiss (instead of, or checked against, "
+    backend: str | None = typer.Option(None, "--backend", help="hnswlib, faiss or usearch (instead of, or checked against, "
                                        "--spec)."),
     param: list[str] | None = typer.Option(None, "--param", help="Backend parameter key=value, repeatable "
                                            "(M=16, ef_construction=200, factory=IVF{nlist},Flat, nprobe=8...); "
@@ -204,7 +204,7 @@ def query_params(index, ef: int | None, nprobe: int | None,
     if kind == "sharded":
         kind = index.shard_backend
     if ef is not None:
-        if kind == "hnswlib":
+        if kind in ("hnswlib", "usearch"):
             out["ef"] = int(ef)
         elif has("efSearch"):
             out["efSearch"] = int(ef)
@@ -216,7 +216,7 @@ def query_params(index, ef: int | None, nprobe: int | None,
             out["nprobe"] = int(nprobe)
         else:
             raise InputError(f"--nprobe applies to FAISS IVF indexes; this is a {kind} "
-                             f"{factory + ' ' if factory else ''}index" + (": use --ef" if kind == "hnswlib" or
+                             f"{factory + ' ' if factory else ''}index" + (": use --ef" if kind in ("hnswlib", "usearch") or
                                                                            has("efSearch") else ""))
     if k_factor is not None:
         if has("k_factor"):

@@ -17,8 +17,9 @@ from annrec.index.base import KIND, Index
 from annrec.index.filtered import DenyList
 from annrec.index.faiss_backend import FaissIndex, gpu_available, suggest_nlist, suggest_pq_m
 from annrec.index.hnsw_backend import HnswIndex
+from annrec.index.usearch_backend import UsearchIndex
 
-BACKENDS: dict[str, type[Index]] = {"faiss": FaissIndex, "hnswlib": HnswIndex}
+BACKENDS: dict[str, type[Index]] = {"faiss": FaissIndex, "hnswlib": HnswIndex, "usearch": UsearchIndex}
 
 
 def build_index(vectors, ids, metric: str, backend: str = "hnswlib", **params: Any) -> Index:
@@ -63,5 +64,5 @@ def load_index(path: str | os.PathLike, backend: str = "local", **shard_options:
     return BACKENDS[index_backend].load(path)
 
 
-__all__ = ["Index", "DenyList", "FaissIndex", "HnswIndex", "BACKENDS", "build_index", "load_index", "gpu_available",
+__all__ = ["Index", "DenyList", "FaissIndex", "HnswIndex", "UsearchIndex", "BACKENDS", "build_index", "load_index", "gpu_available",
            "suggest_nlist", "suggest_pq_m"]

@@ -116,7 +116,7 @@ class ServedIndex:
 
     def query_param_names(self) -> dict[str, str]:
         """API parameter name -> backend parameter name, for the parameters this index understands."""
-        if self.index.backend == "hnswlib":
+        if self.index.backend in ("hnswlib", "usearch"):  # HNSW graphs whose one query parameter is ef
             return {"ef": "ef"}
         out = {}
         has = getattr(self.index, "_has_param", None)
@@ -241,7 +241,7 @@ class Registry:
         try:
             for srv in served.values():
                 srv.settings = s
-                srv.writable = srv.path is not None and srv.index.backend in ("hnswlib", "faiss") \
+                srv.writable = srv.path is not None and srv.index.backend in ("hnswlib", "faiss", "usearch") \
                     and not s.read_only and os.access(srv.path, os.W_OK)
                 if srv.writable:
                     reserve_capacity(srv.index)
