@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from annrec.bench.algorithms import AnnrecFaiss, AnnrecHnswlib, Algorithm
+from annrec.bench.algorithms import AnnrecFaiss, AnnrecHnswlib, AnnrecUsearch, Algorithm, available
 from annrec.bench.datasets import Dataset
 from annrec.bench.groundtruth import GroundTruth, knn_recall
 from annrec.bench.runner import measure
@@ -27,7 +27,9 @@ from annrec.errors import InputError
 
 EF_STEPS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 EFSEARCH_STEPS = EF_STEPS
-BACKENDS = ("hnswlib", "faiss-ivf", "faiss-hnsw", "faiss-flat")
+BACKENDS = ("hnswlib", "usearch", "faiss-ivf", "faiss-hnsw", "faiss-hnsw-sq8", "faiss-flat")
+#: re-ranking factor of the HNSW-SQ8 candidate (``HNSW{M},SQ8,RFlat``: 2·k candidates re-scored exactly)
+SQ8_K_FACTOR = 2
 
 
 @dataclass
@@ -76,9 +78,11 @@ def tune_index(ds: Dataset, gt: GroundTruth, target_recall: float, *, k: int = 1
 
     Args:
         ds: base vectors (indexed) and the held-out sample of queries; gt: their exact neighbours.
-        backends: candidates among ``hnswlib`` (one build per ``M`` in ``M_values``), ``faiss-ivf``
-            (``IVF{nlist},Flat``, nlist = annrec's ``suggest_nlist``), ``faiss-hnsw`` (``HNSW{hnsw_faiss_M}``),
-            ``faiss-flat`` (exact; always added).
+        backends: candidates among ``hnswlib`` and ``usearch`` (one build per ``M`` in ``M_values``; usearch
+            where it is installed), ``faiss-ivf`` (``IVF{nlist},Flat``, nlist = annrec's ``suggest_nlist``),
+            ``faiss-hnsw`` (``HNSW{hnsw_faiss_M}``), ``faiss-hnsw-sq8`` (``HNSW16,SQ8,RFlat``, 8-bit scalar
+            quantisation re-ranked exactly with ``k_factor`` :data:`SQ8_K_FACTOR`), ``faiss-flat`` (exact;
+            always added).
         mode: ``single`` (1 thread, one query at a time) or ``batch``.
 
     Returns:
@@ -87,7 +91,6 @@ def tune_index(ds: Dataset, gt: GroundTruth, target_recall: float, *, k: int = 1
     Raises:
         InputError: a target outside (0, 1], an unknown backend or mode.
     """
-    from annrec.index import suggest_nlist
 
     if not 0 < target_recall <= 1:
         raise InputError(f"target recall must be in (0, 1]; got {target_recall}")
@@ -97,29 +100,21 @@ def tune_index(ds: Dataset, gt: GroundTruth, target_recall: float, *, k: int = 1
     if mode not in ("single", "batch"):
         raise InputError(f"mode must be single or batch; got {mode!r}")
     Q = np.ascontiguousarray(ds.test, dtype=np.float32)
-    plans: list[tuple[str, type[Algorithm], dict, str | None, tuple]] = []
-    if "hnswlib" in backends:
-        for M in M_values:
-            plans.append(("hnswlib", AnnrecHnswlib, {"M": int(M), "ef_construction": int(ef_construction)}, "ef",
-                          EF_STEPS))
-    if "faiss-ivf" in backends:
-        nlist = suggest_nlist(len(ds.train))
-        steps = tuple(p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048) if p < nlist) + (nlist,)
-        plans.append(("faiss", AnnrecFaiss, {"factory": f"IVF{nlist},Flat"}, "nprobe", steps))
-    if "faiss-hnsw" in backends:
-        plans.append(("faiss", AnnrecFaiss, {"factory": f"HNSW{hnsw_faiss_M}"}, "efSearch", EFSEARCH_STEPS))
-    plans.append(("faiss", AnnrecFaiss, {"factory": "Flat"}, None, ()))
+    plans = _plans(ds, backends, M_values, ef_construction, hnsw_faiss_M, log)
     cands: list[Candidate] = []
-    for backend, cls, build, qname, steps in plans:
+    for backend, cls, build, qname, steps, fixed in plans:
         algo = cls(ds.metric, **build)
         try:
             t0 = time.perf_counter()
             algo.fit(ds.train)
             bt = time.perf_counter() - t0
+            if fixed:
+                algo.set_query_arguments(**fixed)
             if qname is None:
                 query, rec, ok, trace = {}, _recall(algo, Q, gt, k, mode), True, []
             else:
                 query, rec, ok, trace = _sweep(algo, qname, steps, Q, gt, k, target_recall, mode, runs, log)
+            query = {**fixed, **query}
             qps = None
             if ok:
                 if query:
@@ -139,6 +134,33 @@ def tune_index(ds: Dataset, gt: GroundTruth, target_recall: float, *, k: int = 1
         raise InputError(f"no candidate reached recall@{k} >= {target_recall}, not even exact search: check the data")
     winner = max(reached, key=lambda c: c.qps)
     return winner, cands
+
+
+def _plans(ds: Dataset, backends, M_values, ef_construction: int, hnsw_faiss_M: int, log
+           ) -> list[tuple[str, type[Algorithm], dict, str | None, tuple, dict]]:
+    """``(backend, adapter, build params, swept query parameter, its steps, fixed query params)`` per candidate."""
+    from annrec.index import suggest_nlist
+
+    plans: list[tuple[str, type[Algorithm], dict, str | None, tuple, dict]] = []
+    for name, cls in (("hnswlib", AnnrecHnswlib), ("usearch", AnnrecUsearch)):
+        if name not in backends:
+            continue
+        if not available(cls):
+            log(f"{name}: not installed (pip install {cls.package}); skipped")
+            continue
+        for M in M_values:
+            plans.append((name, cls, {"M": int(M), "ef_construction": int(ef_construction)}, "ef", EF_STEPS, {}))
+    if "faiss-ivf" in backends:
+        nlist = suggest_nlist(len(ds.train))
+        steps = tuple(p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048) if p < nlist) + (nlist,)
+        plans.append(("faiss", AnnrecFaiss, {"factory": f"IVF{nlist},Flat"}, "nprobe", steps, {}))
+    if "faiss-hnsw" in backends:
+        plans.append(("faiss", AnnrecFaiss, {"factory": f"HNSW{hnsw_faiss_M}"}, "efSearch", EFSEARCH_STEPS, {}))
+    if "faiss-hnsw-sq8" in backends:
+        plans.append(("faiss", AnnrecFaiss, {"factory": "HNSW16,SQ8,RFlat"}, "efSearch", EFSEARCH_STEPS,
+                      {"k_factor": SQ8_K_FACTOR}))
+    plans.append(("faiss", AnnrecFaiss, {"factory": "Flat"}, None, (), {}))
+    return plans
 
 
 def write_spec(path: str | Path, winner: Candidate, metric: str, *, target: float, k: int, n_queries: int,

@@ -332,9 +332,10 @@ def tune_cmd(
     sample: int = typer.Option(1000, "--sample", help="Held-out queries to measure on."),
     queries: str = typer.Option("auto", "--queries", help="For Embeddings: users, items (held out of the "
                                 "index) or auto (users when there are)."),
-    backends: str = typer.Option("hnswlib,faiss-ivf,faiss-hnsw", "--candidates", help="hnswlib, faiss-ivf, "
-                                 "faiss-hnsw (exact faiss-flat is always tried)."),
-    m_values: str = typer.Option("8,16,32", "--M", help="hnswlib M values to try."),
+    backends: str = typer.Option("hnswlib,usearch,faiss-ivf,faiss-hnsw,faiss-hnsw-sq8", "--candidates",
+                                 help="hnswlib, usearch (where installed), faiss-ivf, faiss-hnsw, faiss-hnsw-sq8 "
+                                 "(HNSW16,SQ8,RFlat); exact faiss-flat is always tried."),
+    m_values: str = typer.Option("8,16,32", "--M", help="hnswlib and usearch M values to try."),
     mode: str = typer.Option("single", "--mode", help="Optimise single-query (1 thread) or batch QPS."),
     runs: int = typer.Option(3, "--runs", help="Timed passes for the QPS of each candidate."),
     metric: str | None = typer.Option(None, "--metric", help="Metric of a raw vector file."),
