@@ -172,7 +172,7 @@ def _load(port: int, args, concurrency: str, name: str, requests: int | None = N
             lt = [sys.executable, str(ROOT / "service" / "loadtest.py"), "--url", f"http://127.0.0.1:{port}",
                   "--index", "fmnist-hnsw", "--key", KEY, "--fashion-mnist", str(FMNIST), "--concurrency", c,
                   "--requests", str(requests or args.requests), "--duration", str(duration or args.duration),
-                  "--client", args.client, "--json", str(out)]
+                  "--client", args.client, "--body", getattr(args, "body", "json"), "--json", str(out)]
             s0 = _tree_cpu(server_pid) if server_pid else None
             subprocess.run(lt, check=False)
             s1 = _tree_cpu(server_pid) if server_pid else None

@@ -67,16 +67,18 @@ def percentile(lat: list[float], p: float) -> float:
 class RawClient:
     """One HTTP/1.1 keep-alive connection on asyncio streams (enough for JSON request/response)."""
 
-    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+    def __init__(self, host: str, port: int, headers: dict[str, str],
+                 content_type: str = "application/json") -> None:
         self.host, self.port = host, port
         self.head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.content_type = content_type
         self.reader = self.writer = None
 
     async def request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         req = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.head}"
-               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+               f"Content-Type: {self.content_type}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
         self.writer.write(req)
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
@@ -119,7 +121,7 @@ async def run_level(args, host, port, path, bodies: list[bytes], concurrency: in
 
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         client = httpx.AsyncClient(base_url=f"http://{host}:{port}", headers={**headers,
-                                   "Content-Type": "application/json"}, limits=limits, timeout=30.0)
+                                   "Content-Type": content_type(args)}, limits=limits, timeout=30.0)
 
         async def call(i, body):
             r = await client.post(path, content=body)
@@ -128,7 +130,7 @@ async def run_level(args, host, port, path, bodies: list[bytes], concurrency: in
         async def close_all():
             await client.aclose()
     else:
-        conns = [RawClient(host, port, headers) for _ in range(concurrency)]
+        conns = [RawClient(host, port, headers, content_type(args)) for _ in range(concurrency)]
 
         async def call(i, body):
             return await conns[i].request("POST", path, body)
@@ -181,6 +183,21 @@ async def run_level(args, host, port, path, bodies: list[bytes], concurrency: in
             else None, "error_samples": error_samples}
 
 
+def content_type(args) -> str:
+    """``application/json``, or ``application/octet-stream`` for ``--body binary`` (raw float32 rows)."""
+    return "application/octet-stream" if args.body == "binary" else "application/json"
+
+
+def search_path(args) -> str:
+    """The search URL; a binary body carries k, ef and include_metadata in the query string."""
+    path = f"/v1/indexes/{args.index}/search"
+    if args.body != "binary":
+        return path
+    query = [f"k={args.k}"] + ([f"ef={args.ef}"] if args.ef else []) + ([] if args.metadata else
+                                                                          ["include_metadata=false"])
+    return path + "?" + "&".join(query)
+
+
 def build_bodies(args, dim: int) -> list[bytes]:
     if args.fashion_mnist:
         x = read_idx_images(Path(args.fashion_mnist) / "t10k-images-idx3-ubyte.gz", args.n_queries)
@@ -188,6 +205,8 @@ def build_bodies(args, dim: int) -> list[bytes]:
             sys.exit(f"Fashion-MNIST vectors have dim {x.shape[1]} but index {args.index} has dim {dim}")
     else:
         x = np.random.default_rng(0).normal(size=(args.n_queries, dim)).astype(np.float32)
+    if args.body == "binary":
+        return [np.ascontiguousarray(v, dtype="<f4").tobytes() for v in x]
     out = []
     for v in x:
         body = {"vector": [float(f) for f in v], "k": args.k}
@@ -214,6 +233,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-queries", type=int, default=1000, help="distinct query bodies, cycled")
     p.add_argument("--fashion-mnist", default=None, help="folder with t10k-images-idx3-ubyte.gz (else random)")
     p.add_argument("--client", choices=("httpx", "raw"), default="httpx")
+    p.add_argument("--body", choices=("json", "binary"), default="json", help="JSON bodies, or the query vector "
+                   "as raw float32 (Content-Type: application/octet-stream; k, ef in the query string)")
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args(argv)
     host, port = check_loopback(args.url)
@@ -233,7 +254,7 @@ def main(argv=None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    path = f"/v1/indexes/{args.index}/search"
+    path = search_path(args)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     results = []
     print(f"{args.client} client -> {args.url}{path}  (index {args.index}: {info['backend']}, {info['count']} x "

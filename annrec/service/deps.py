@@ -209,6 +209,88 @@ class _JsonRequest(Request):
                     raise HTTPException(422, str(e)) from None
         return self._json
 
+    @classmethod
+    async def from_binary(cls, request: Request) -> _JsonRequest:
+        """A binary search request as the JSON request FastAPI parses into the route's model: the same
+        request with ``Content-Type: application/json`` and its body already read as
+        :func:`binary_search_body` gives it (so one model, one validation and one route serve both)."""
+        from fastapi import HTTPException
+
+        body = await request.body()
+        settings = getattr(request.app.state, "settings", None)
+        try:
+            parsed = binary_search_body(body, request.path_params.get("name"), request.app.state.registry,
+                                        request.query_params, settings.max_batch if settings is not None else None)
+        except InputError as e:
+            raise HTTPException(422, str(e)) from None
+        scope = dict(request.scope)
+        scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"] + \
+            [(b"content-type", b"application/json")]
+        new = cls(scope, request.receive)
+        new._body = body
+        new._json = parsed
+        return new
+
+
+#: the media type of a binary search body: the query vectors as raw little-endian float32, row after row
+BINARY = "application/octet-stream"
+_BINARY_FIELDS = ("k", "ef", "nprobe", "k_factor", "include_metadata")
+
+
+def is_binary(ctype: str) -> bool:
+    """True for ``Content-Type: application/octet-stream`` (parameters such as ``; charset`` ignored)."""
+    return ctype.split(";", 1)[0].strip().lower() == BINARY
+
+
+def binary_search_body(body: bytes, name: str | None, registry, query_params, max_batch: int | None = None
+                       ) -> dict[str, Any]:
+    """A binary search request as the JSON body it stands for: the body is ``nq × dim`` little-endian float32
+    values (``dim`` the index's; ``numpy.ndarray.astype('<f4').tobytes()``), the other fields come from the
+    query string (``?k=10&ef=64``; ``filter`` as JSON text). One row answers like ``{"vector": ...}``
+    (``hits``), several like ``{"vectors": ...}`` (``results``); the same model validates either.
+
+    Raises:
+        InputError: an empty body, a length that is not a whole number of rows of the index's dimension,
+            more rows than ``max_batch``, a ``filter`` that is not JSON. UnknownIndexError: no such index.
+    """
+    import numpy as np
+
+    snap = getattr(registry, "snapshot", None)
+    srv = snap.indexes.get(name) if snap is not None and name is not None else None
+    out: dict[str, Any] = {}
+    for key, text in query_params.items():  # the model is strict: give it numbers and booleans
+        if key == "include_metadata":
+            flag = {"true": True, "1": True, "false": False, "0": False}.get(text.strip().lower())
+            if flag is None:
+                raise InputError(f"include_metadata must be true or false; got {text!r}")
+            out[key] = flag
+        elif key in _BINARY_FIELDS:
+            try:
+                out[key] = int(text)
+            except ValueError:
+                raise InputError(f"{key} must be an integer; got {text!r}") from None
+    if "filter" in query_params:
+        try:
+            out["filter"] = parse_json(query_params["filter"].encode())
+        except json.JSONDecodeError:
+            raise InputError("the filter query parameter is not valid JSON: send a payload filter as JSON text "
+                             "(URL-encoded)") from None
+    if srv is None:
+        srv = registry.get(name)  # raises UnknownIndexError (404) for an index that is not served
+    dim = srv.index.dim
+    if not body or len(body) % (4 * dim):
+        raise InputError(f"a binary search body holds float32 query vectors of dimension {dim} ({4 * dim} bytes "
+                         f"each); got {len(body)} bytes: send numpy's array.astype('<f4').tobytes()")
+    rows = np.frombuffer(body, dtype="<f4").reshape(-1, dim)
+    if max_batch is not None and len(rows) > max_batch:
+        raise InputError(f"{len(rows)} vectors in one request is above the limit of {max_batch} (max_batch "
+                         f"setting): split the batch")
+    if len(rows) == 1:
+        out["vector"] = rows[0].tolist()
+    else:
+        out["vectors"] = rows.tolist()
+    return out
+
 
 def check_batch_size(obj: Any, max_batch: int) -> None:
     """Refuse a body whose ``vectors`` or ``items`` list is longer than ``max_batch`` before the request model
@@ -233,6 +315,8 @@ class JsonRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def route_handler(request: Request) -> Response:
+            if is_binary(request.headers.get("content-type", "")):  # only searches get past the guard
+                return await handler(await _JsonRequest.from_binary(request))
             return await handler(_JsonRequest(request.scope, request.receive))
 
         return route_handler

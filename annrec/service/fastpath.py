@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from annrec.service import schemas as S
-from annrec.service.deps import check_batch_size, check_key, key_of_headers, parse_json
+from annrec.service.deps import binary_search_body, check_batch_size, check_key, is_binary, key_of_headers, parse_json
 from annrec.service.errors import JSON
 from annrec.service.batching import batchable, submit_search
 from annrec.service.routers.indexes import answer_search, prepare_search
@@ -67,12 +67,17 @@ class SearchFastPath:
 
     async def _answer(self, scope, name: str, raw: bytes) -> Response:
         state = self.fastapi_app.state
-        check_key(state.settings, key_of_headers(Headers(scope=scope)), admin=False)
+        headers = Headers(scope=scope)
+        check_key(state.settings, key_of_headers(headers), admin=False)
         try:
             if not raw:
                 raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required"}])
-            obj = parse_json(raw)
-            check_batch_size(obj, state.settings.max_batch)  # before the model copies every number
+            if is_binary(headers.get("content-type", "")):  # float32 rows, the other fields in the query string
+                obj = binary_search_body(raw, name, state.registry, Request(scope).query_params,
+                                         state.settings.max_batch)
+            else:
+                obj = parse_json(raw)
+                check_batch_size(obj, state.settings.max_batch)  # before the model copies every number
             body = S.SearchRequest.model_validate(obj, from_attributes=True)  # as FastAPI does
         except json.JSONDecodeError as e:  # as FastAPI reports it on the route
             raise RequestValidationError([{"type": "json_invalid", "loc": ("body", e.pos), "msg": "JSON decode error",

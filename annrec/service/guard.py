@@ -11,17 +11,21 @@ and without API keys, close both (the measures OWASP lists against CSRF and rebi
   server's own, or one of ``cors_origins``, is answered 403;
 * **JSON only**: a request body on ``POST`` / ``PUT`` / ``PATCH`` must say ``Content-Type: application/json``
   (or ``…+json``), else 415 — no browser can send that cross-site without a CORS preflight, which is refused
-  unless ``cors_origins`` names the page.
+  unless ``cors_origins`` names the page. The one exception is a search's binary body
+  (``POST /v1/indexes/{name}/search`` with ``Content-Type: application/octet-stream``), which needs a preflight
+  just the same (it is not one of the CORS-safelisted types).
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from annrec.service.errors import JSON, dumps
 
 ANY_INTERFACE = ("0.0.0.0", "::", "")
 BODY_METHODS = ("POST", "PUT", "PATCH")
+_BINARY_PATH = re.compile(r"^/v1/indexes/[^/]+/search$")  # the route that also takes a binary body
 
 
 def default_hosts(bind: str) -> list[str]:
@@ -76,9 +80,11 @@ class BrowserGuard:
                                f"requests from the web origin {origin!r} are refused: list it in the cors_origins "
                                f"setting to allow a browser page there to call this server")
             return
-        if body and scope.get("method") in BODY_METHODS and not _is_json(ctype):
+        if body and scope.get("method") in BODY_METHODS and not _is_json(ctype) \
+                and not (_is_binary(ctype) and _BINARY_PATH.match(scope.get("path", ""))):
             await self._refuse(send, 415, "unsupported_media_type",
-                               f"the request body must be JSON sent with 'Content-Type: application/json' (got "
+                               f"the request body must be JSON sent with 'Content-Type: application/json' (searches also take "
+                               f"float32 vectors as 'application/octet-stream'; got "
                                f"{ctype or 'no Content-Type'})")
             return
         await self.app(scope, receive, send)
@@ -94,6 +100,10 @@ class BrowserGuard:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
+
+
+def _is_binary(ctype: str) -> bool:
+    return ctype.split(";", 1)[0].strip().lower() == "application/octet-stream"
 
 
 def _is_json(ctype: str) -> bool:

@@ -87,8 +87,16 @@ def answer_search(srv: ServedIndex, body: S.SearchRequest, params: dict | None,
                                  results=[S.Hits(hits=hit_list(r, body.include_metadata)) for r in rows])
 
 
+BINARY_BODY = {"requestBody": {"content": {"application/octet-stream": {
+    "schema": {"type": "string", "format": "binary"},
+    "description": "the query vectors as raw little-endian float32 (nq x the index's dim), the other fields in "
+                   "the query string (?k=10&ef=64&include_metadata=false; filter as JSON text): one row answers "
+                   "hits, several answer results"}}}}
+
+
 @router.post("/{name}/search", response_model=S.SearchResponse | S.BatchSearchResponse, tags=["search"],
-             responses=BODY_ERRORS, summary="Nearest items of one query vector (hits) or a batch (results)")
+             responses=BODY_ERRORS, openapi_extra=BINARY_BODY,
+             summary="Nearest items of one query vector (hits) or a batch (results); JSON or float32 body")
 async def search(request: Request, name: IndexName, body: S.SearchRequest, reg: Reg,
                  settings: Settings) -> S.SearchResponse | S.BatchSearchResponse:
     srv, params = prepare_search(reg, name, body, settings)
