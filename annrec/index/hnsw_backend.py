@@ -26,6 +26,22 @@ _BUILD_PARAMS = {"M": 16, "ef_construction": 200, "random_seed": 100, "ef": 50}
 MAX_FILTER_EF = 2048
 
 
+def graph_params(library: str, params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """An HNSW library's build parameters: ``defaults`` overridden by ``params``, with ``M``,
+    ``ef_construction`` and ``ef`` positive integers.
+
+    Raises:
+        InputError: a parameter ``defaults`` does not name (the message lists them), a non-positive value.
+    """
+    unknown = set(params) - set(defaults)
+    if unknown:
+        raise InputError(f"unknown {library} parameter(s) {sorted(unknown)}: use {', '.join(defaults)}")
+    merged = {**defaults, **params}
+    for name in ("M", "ef_construction", "ef"):
+        check_int(merged[name], f"{library} parameter {name}")
+    return merged
+
+
 class HnswIndex(Index):
     """An hnswlib index behind the :class:`~annrec.index.base.Index` interface.
 
@@ -43,13 +59,7 @@ class HnswIndex(Index):
     view_params = ("M", "ef_construction", "ef", "random_seed")
 
     def __init__(self, dim: int, metric: str, **params: Any) -> None:
-        unknown = set(params) - set(_BUILD_PARAMS)
-        if unknown:
-            raise InputError(f"unknown hnswlib parameter(s) {sorted(unknown)}: use {', '.join(_BUILD_PARAMS)}")
-        merged = {**_BUILD_PARAMS, **params}
-        for name in ("M", "ef_construction", "ef"):
-            check_int(merged[name], f"hnswlib parameter {name}")
-        super().__init__(dim, metric, **merged)
+        super().__init__(dim, metric, **graph_params("hnswlib", params, _BUILD_PARAMS))
         self._space = "l2" if metric == "l2" else "ip"
         self._index: hnswlib.Index | None = None
         self._ef_lock = threading.Lock()

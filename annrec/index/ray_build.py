@@ -35,26 +35,15 @@ def build_shards_on_ray(x: np.ndarray, ext: np.ndarray, owner: np.ndarray, metri
         InputError: bad index parameters (raised by the first shard's task, with its message).
     """
     import pyarrow as pa
-    import ray
 
-    from annrec.index.ray_shards import init_ray
+    from annrec.index.ray_shards import ray_session
 
-    started = not ray.is_initialized()
-    init_ray(address)
-    try:
+    with ray_session(address) as ray:
         refs = (ray.put(x), ray.put(ext), ray.put(items or {}))
         task = functools.partial(_build_group, refs, metric, str(folder), backend, params, source)
         ds = ray.data.from_arrow(pa.table({"row": np.arange(len(ext), dtype=np.int64),
                                            "shard": np.asarray(owner, dtype=np.int64)}))
-        try:
-            rows = ds.groupby("shard").map_groups(task, batch_format="numpy").take_all()
-        except ray.exceptions.RayTaskError as e:  # a user error inside a task: raise it as itself
-            cause = e.as_instanceof_cause()
-            inner = getattr(cause, "cause", None)
-            raise (inner if isinstance(inner, Exception) else cause) from None
-    finally:
-        if started and address is None:
-            ray.shutdown()
+        rows = ds.groupby("shard").map_groups(task, batch_format="numpy").take_all()
     rows.sort(key=lambda r: int(r["shard"]))
     return [(str(r["name"]), int(r["count"]), json.loads(str(r["params"])), str(r["metric"]), int(r["dim"]))
             for r in rows]

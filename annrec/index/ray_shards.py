@@ -50,6 +50,31 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, temp_di
         ray.init(address=address, log_to_driver=False, configure_logging=False)
 
 
+@contextlib.contextmanager
+def ray_session(address: str | None = None):
+    """Ray for one offline job (shard builds, batch embedding, recommend-all): start a local Ray or join
+    ``address`` (:func:`init_ray`), raise an error inside a task or actor as the error itself (an
+    :class:`~annrec.errors.InputError` stays one, not a ``RayTaskError``), and shut down a local Ray it
+    started.
+
+    Raises:
+        ImportError: Ray is not installed (``pip install -e ".[ray]"``).
+    """
+    import ray
+
+    started = not ray.is_initialized()
+    init_ray(address)
+    try:
+        yield ray
+    except ray.exceptions.RayTaskError as e:
+        cause = e.as_instanceof_cause()
+        inner = getattr(cause, "cause", None)
+        raise (inner if isinstance(inner, Exception) else cause) from None
+    finally:
+        if started and address is None:
+            ray.shutdown()
+
+
 def _actor_class():
     import ray
 

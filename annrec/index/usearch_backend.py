@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from annrec._validate import check_int
 from annrec.errors import InputError
 from annrec.index.base import Index
+from annrec.index.hnsw_backend import graph_params
 
 _BUILD_PARAMS = {"M": 16, "ef_construction": 128, "ef": 64, "dtype": "f32"}
 _DTYPES = ("f32", "f16", "i8")
@@ -57,12 +57,7 @@ class UsearchIndex(Index):
     native_deletes = True
 
     def __init__(self, dim: int, metric: str, **params: Any) -> None:
-        unknown = set(params) - set(_BUILD_PARAMS)
-        if unknown:
-            raise InputError(f"unknown usearch parameter(s) {sorted(unknown)}: use {', '.join(_BUILD_PARAMS)}")
-        merged = {**_BUILD_PARAMS, **params}
-        for name in ("M", "ef_construction", "ef"):
-            check_int(merged[name], f"usearch parameter {name}")
+        merged = graph_params("usearch", params, _BUILD_PARAMS)
         if merged["dtype"] not in _DTYPES:
             raise InputError(f"usearch parameter dtype must be one of {', '.join(_DTYPES)}; got {merged['dtype']!r}")
         super().__init__(dim, metric, **merged)

@@ -124,23 +124,16 @@ def _local(args: tuple, users: np.ndarray, batch_size: int, folder: Path) -> int
 
 
 def _ray(args: tuple, users: np.ndarray, batch_size: int, folder: Path, address: str | None) -> int:
-    import ray
+    import pyarrow.parquet as pq
 
-    from annrec.index.ray_shards import init_ray
+    from annrec.index.ray_shards import ray_session
 
-    started = not ray.is_initialized()
-    init_ray(address)
-    try:
+    with ray_session(address) as ray:
         ds = ray.data.from_items([{"user_id": u} for u in users.tolist()])
         ds = ds.map_batches(_Batches, fn_constructor_args=args, batch_size=batch_size, batch_format="numpy",
                             concurrency=max(1, min(4, int(ray.available_resources().get("CPU", 1)))))
         ds.write_parquet(str(folder))
-        import pyarrow.parquet as pq
-
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in folder.glob("*.parquet"))
-    finally:
-        if started and address is None:
-            ray.shutdown()
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in folder.glob("*.parquet"))
 
 
 def read_recommendations(folder: str | os.PathLike):

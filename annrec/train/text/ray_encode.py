@@ -57,35 +57,24 @@ def encode_on_ray(texts: list[str], encoder_kwargs: dict[str, Any], *, num_threa
         DataNotFoundError: the model cannot be found (raised by the first actor, with its message).
     """
     import pyarrow as pa
-    import ray
 
-    from annrec.index.ray_shards import init_ray
+    from annrec.index.ray_shards import ray_session
 
-    started = not ray.is_initialized()
-    init_ray(address)
-    try:
+    vectors: np.ndarray | None = None
+    stats = {"n_cached": 0, "n_encoded": 0}
+    with ray_session(address) as ray:
         if concurrency is None:
             concurrency = max(1, min(8, int(ray.available_resources().get("CPU", 1))))
         ds = ray.data.from_arrow(pa.table({"row": np.arange(len(texts), dtype=np.int64), "text": texts}))
         out = ds.map_batches(_EncodeBatches, fn_constructor_args=(encoder_kwargs, num_threads),
                              batch_size=batch_size, batch_format="numpy", concurrency=concurrency, num_cpus=1)
-        vectors: np.ndarray | None = None
-        stats = {"n_cached": 0, "n_encoded": 0}
-        try:
-            for batch in out.iter_batches(batch_format="numpy", batch_size=None):
-                v = np.stack(batch["vector"]) if batch["vector"].dtype == object else batch["vector"]
-                if vectors is None:
-                    vectors = np.empty((len(texts), v.shape[1]), dtype=np.float32)
-                vectors[batch["row"]] = v
-                stats["n_cached"] += int(batch["n_cached"].sum())
-                stats["n_encoded"] += int(batch["n_encoded"].sum())
-        except ray.exceptions.RayTaskError as e:  # an error inside an actor (no model, bad settings): as itself
-            cause = e.as_instanceof_cause()
-            inner = getattr(cause, "cause", None)
-            raise (inner if isinstance(inner, Exception) else cause) from None
-    finally:
-        if started and address is None:
-            ray.shutdown()
+        for batch in out.iter_batches(batch_format="numpy", batch_size=None):
+            v = np.stack(batch["vector"]) if batch["vector"].dtype == object else batch["vector"]
+            if vectors is None:
+                vectors = np.empty((len(texts), v.shape[1]), dtype=np.float32)
+            vectors[batch["row"]] = v
+            stats["n_cached"] += int(batch["n_cached"].sum())
+            stats["n_encoded"] += int(batch["n_encoded"].sum())
     if vectors is None:
         vectors = np.empty((0, 0), dtype=np.float32)
     return vectors, stats
