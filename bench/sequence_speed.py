@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 from annrec._io import write_json
@@ -28,6 +29,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     train, _ = temporal_user_split(load_movielens(args.dataset), 0.2)
+    load_start = os.getloadavg()
     best: dict[str, float] = {}
     for r in range(args.rounds):
         for c in args.configs:
@@ -36,14 +38,15 @@ def main() -> None:
             SequenceTrainer(**p).fit(train)
             s = (time.perf_counter() - t0) / args.epochs
             best[c] = min(best.get(c, float("inf")), s)
-            print(f"round {r}: {c}: {s:.1f} s/epoch", flush=True)
+            print(f"round {r}: {c}: {s:.1f} s/epoch (load average {os.getloadavg()[0]:.2f})", flush=True)
     base = best[args.configs[0]]
     rows = [{"config": json.loads(c), "seconds_per_epoch": round(s, 1), "speedup_vs_first": round(base / s, 2)}
             for c, s in best.items()]
     for row in rows:
         print(json.dumps(row))
     if args.json:
-        write_json(args.json, {"dataset": args.dataset, "epochs": args.epochs, "rounds": args.rounds, "rows": rows})
+        write_json(args.json, {"dataset": args.dataset, "epochs": args.epochs, "rounds": args.rounds, "rows": rows,
+                               "load_average_start": load_start, "load_average_end": os.getloadavg()})
 
 
 if __name__ == "__main__":

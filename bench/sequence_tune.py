@@ -39,8 +39,8 @@ def main() -> None:
                "curve": [round(h.get("val_recall@10", 0), 4) for h in tr.result.history]}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    if args.json:
-        write_json(args.json, rows)
+        if args.json:  # after every configuration, so a long sweep keeps what it measured
+            write_json(args.json, rows)
 
 
 if __name__ == "__main__":

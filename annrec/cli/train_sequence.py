@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -20,6 +21,89 @@ from annrec.train.sequence import SequenceConfig, SequenceTrainer
 _D = SequenceConfig()  # the CLI defaults are the trainer's defaults
 
 
+# the options of `train sequence` (Typer's Annotated aliases, as in annrec.cli.data_options)
+_EncoderOpt = Annotated[str, typer.Option(
+    "--encoder", help="Sequence encoder: gru, lstm or transformer (SASRec-style causal self-attention).")]
+_NLayersOpt = Annotated[int, typer.Option(
+    "--n-layers", help="Stacked RNN layers or transformer blocks.")]
+_FactorsOpt = Annotated[int, typer.Option(
+    "--factors", help="Hidden units of the encoder (query/item vectors have factors + 1 dimensions).")]
+_ItemDimOpt = Annotated[int, typer.Option(
+    "--item-dim", help="Item embedding size.")]
+_DropoutOpt = Annotated[float, typer.Option(
+    "--dropout", help="Dropout on embeddings, between layers, before the output layer.")]
+_AttentionOpt = Annotated[bool, typer.Option(
+    "--attention/--no-attention", help="Causal self-attention over the RNN outputs (gru/lstm).")]
+_NHeadsOpt = Annotated[int, typer.Option(
+    "--n-heads", help="Attention heads of the transformer and of --attention (must divide --factors).")]
+_RecencyOpt = Annotated[bool, typer.Option(
+    "--recency/--no-recency", help="Recency-bucket embedding of each event.")]
+_TimeFeatureOpt = Annotated[str, typer.Option(
+    "--time-feature", help="What the time buckets measure: recency (days before the sequence's last event) or gap "
+    "(days since the previous event: the same at every position; TiSASRec-style).")]
+_NBucketsOpt = Annotated[int, typer.Option(
+    "--buckets", help="Recency buckets (days before the last event).")]
+_BucketSchemeOpt = Annotated[str, typer.Option(
+    "--bucket-scheme", help="Recency bin edges: log or quantile.")]
+_MaxLenOpt = Annotated[int, typer.Option(
+    "--max-len", help="Events per training sequence and per query (front-padded; the transformer's positional table)."
+    "Events per training sequence and per query (front-padded; the transformer's positional table).")]
+_TrainingOpt = Annotated[str, typer.Option(
+    "--training", help="all_positions (each history in chunks of --max-len, loss at every position) or windows (one "
+    "window per cut point).")]
+_MaxChunksPerUserOpt = Annotated[int, typer.Option(
+    "--max-chunks-per-user", help="all_positions: keep each user's last N chunks (0 = all; 1 = the last --max-len "
+    "events).")]
+_HorizonOpt = Annotated[int, typer.Option(
+    "--horizon", help="At least this many future items are each cut point's targets (1 = the next item).")]
+_HorizonFractionOpt = Annotated[float, typer.Option(
+    "--horizon-fraction", help="...and this share of the history so far (0.25 = the top-N protocol's 20% future; 0 = "
+    "off).")]
+_MaxHorizonOpt = Annotated[int, typer.Option(
+    "--max-horizon", help="At most this many targets per cut point (0 = no limit).")]
+_MaskSeenOpt = Annotated[bool, typer.Option(
+    "--mask-seen/--no-mask-seen", help="Leave the user's earlier items out of the softmax (full softmax only).")]
+_StrideOpt = Annotated[int, typer.Option(
+    "--stride", help="windows: a training window ends every STRIDE events of a history.")]
+_TrainLastOpt = Annotated[int, typer.Option(
+    "--train-last", help="windows: loss on the last N positions of each window (0 = all).")]
+_MaxWindowsPerUserOpt = Annotated[int, typer.Option(
+    "--max-windows-per-user", help="windows: draw at most this many windows of each user per epoch (0 = all).")]
+_LossOpt = Annotated[str, typer.Option(
+    "--loss", help="full (softmax over all items), sampled (sampled softmax) or in_batch (the batch's targets as "
+    "negatives).")]
+_NegativesOpt = Annotated[int, typer.Option(
+    "--negatives", help="Negatives per batch for --loss sampled.")]
+_LrOpt = Annotated[float, typer.Option(
+    "--lr", help="AdamW learning rate.")]
+_LrDecayOpt = Annotated[float, typer.Option(
+    "--lr-decay", help="Multiply the learning rate by this after every epoch (1 = constant).")]
+_WeightDecayOpt = Annotated[float, typer.Option(
+    "--weight-decay", help="AdamW weight decay.")]
+_BatchSizeOpt = Annotated[int, typer.Option(
+    "--batch-size", help="Sequences (chunks or windows) per batch.")]
+_EpochsOpt = Annotated[int, typer.Option(
+    "--epochs", help="Maximum epochs (early stopping picks the best).")]
+_PatienceOpt = Annotated[int, typer.Option(
+    "--patience", help="Epochs without a better validation Recall@10 before stopping.")]
+_ValFractionOpt = Annotated[float, typer.Option(
+    "--val-fraction", help="Per-user share of the latest training events held out for early stopping (0 = no early "
+    "stopping).")]
+_ValSplitOpt = Annotated[str, typer.Option(
+    "--val-split", help="temporal (last val-fraction of each user) or last (each user's last event).")]
+_RefitOpt = Annotated[bool, typer.Option(
+    "--refit/--no-refit", help="Retrain on all training events for the best epoch count.")]
+_SeedOpt = Annotated[int, typer.Option(
+    "--seed", help="Seed of initialisation and shuffling.")]
+_EvaluateOpt = Annotated[bool, typer.Option(
+    "--eval/--no-eval", help="Train on the training half of the top-N protocol's per-user temporal split (80/20) and "
+    "report Recall@10, NDCG@10, ... on the test half (the artifact is then the 80% model).")]
+_ProgressOpt = Annotated[bool, typer.Option(
+    "--progress/--no-progress", help="Progress bars and per-epoch lines.")]
+_OutOpt = Annotated[Path, typer.Option(
+    "--out", help="Embeddings folder to write (replaced atomically).")]
+
+
 @train_app.command("sequence")
 def train_sequence(
     dataset: DatasetOpt = "ml-latest-small",
@@ -31,72 +115,50 @@ def train_sequence(
     timestamp_col: TimestampColOpt = None,
     items: ItemsOpt = None,
     items_id_col: ItemsIdColOpt = "item_id",
-    encoder: str = typer.Option(_D.encoder, "--encoder", help="Sequence encoder: gru, lstm or transformer "
-                                "(SASRec-style causal self-attention)."),
+    encoder: _EncoderOpt = _D.encoder,
     cell: str | None = hidden_option("--cell"),
-    n_layers: int = typer.Option(_D.n_layers, "--n-layers", help="Stacked RNN layers or transformer blocks."),
+    n_layers: _NLayersOpt = _D.n_layers,
     layers: int | None = hidden_option("--layers"),
-    factors: int = typer.Option(_D.factors, "--factors", help="Hidden units of the encoder (query/item vectors "
-                                "have factors + 1 dimensions)."),
+    factors: _FactorsOpt = _D.factors,
     units: int | None = hidden_option("--units"),
-    item_dim: int = typer.Option(_D.item_dim, "--item-dim", help="Item embedding size."),
-    dropout: float = typer.Option(_D.dropout, "--dropout", help="Dropout on embeddings, between layers, before the "
-                                  "output layer."),
-    attention: bool = typer.Option(_D.attention, "--attention/--no-attention", help="Causal self-attention over the "
-                                   "RNN outputs (gru/lstm)."),
-    n_heads: int = typer.Option(_D.n_heads, "--n-heads", help="Attention heads of the transformer and of "
-                                "--attention (must divide --factors)."),
+    item_dim: _ItemDimOpt = _D.item_dim,
+    dropout: _DropoutOpt = _D.dropout,
+    attention: _AttentionOpt = _D.attention,
+    n_heads: _NHeadsOpt = _D.n_heads,
     heads: int | None = hidden_option("--heads"),
-    recency: bool = typer.Option(_D.recency, "--recency/--no-recency", help="Recency-bucket embedding of each event."),
-    n_buckets: int = typer.Option(_D.n_buckets, "--buckets", help="Recency buckets (days before the last event)."),
-    bucket_scheme: str = typer.Option(_D.bucket_scheme, "--bucket-scheme", help="Recency bin edges: log or quantile."),
-    max_len: int = typer.Option(_D.max_len, "--max-len", help="Events per training sequence and per query "
-                                "(front-padded; the transformer's positional table)."),
-    training: str = typer.Option(_D.training, "--training", help="all_positions (each history in chunks of "
-                                 "--max-len, loss at every position) or windows (one window per cut point)."),
-    max_chunks_per_user: int = typer.Option(_D.max_chunks_per_user, "--max-chunks-per-user", help="all_positions: "
-                                            "keep each user's last N chunks (0 = all; 1 = the last --max-len events)."),
-    horizon: int = typer.Option(_D.horizon, "--horizon", help="At least this many future items are each cut "
-                                "point's targets (1 = the next item)."),
-    horizon_fraction: float = typer.Option(_D.horizon_fraction, "--horizon-fraction", help="...and this share of "
-                                           "the history so far (0.25 = the top-N protocol's 20% future; 0 = off)."),
-    max_horizon: int = typer.Option(_D.max_horizon, "--max-horizon", help="At most this many targets per cut point "
-                                    "(0 = no limit)."),
-    mask_seen: bool = typer.Option(_D.mask_seen, "--mask-seen/--no-mask-seen", help="Leave the user's earlier items "
-                                   "out of the softmax (full softmax only)."),
-    stride: int = typer.Option(_D.stride, "--stride", help="windows: a training window ends every STRIDE events of "
-                               "a history."),
-    train_last: int = typer.Option(_D.train_last, "--train-last", help="windows: loss on the last N positions of "
-                                   "each window (0 = all)."),
-    max_windows_per_user: int = typer.Option(_D.max_windows_per_user, "--max-windows-per-user", help="windows: draw "
-                                             "at most this many windows of each user per epoch (0 = all)."),
-    loss: str = typer.Option(_D.loss, "--loss", help="full (softmax over all items), sampled (sampled softmax) or "
-                             "in_batch (the batch's targets as negatives)."),
-    negatives: int = typer.Option(_D.negatives, "--negatives", help="Negatives per batch for --loss sampled."),
+    recency: _RecencyOpt = _D.recency,
+    time_feature: _TimeFeatureOpt = _D.time_feature,
+    n_buckets: _NBucketsOpt = _D.n_buckets,
+    bucket_scheme: _BucketSchemeOpt = _D.bucket_scheme,
+    max_len: _MaxLenOpt = _D.max_len,
+    training: _TrainingOpt = _D.training,
+    max_chunks_per_user: _MaxChunksPerUserOpt = _D.max_chunks_per_user,
+    horizon: _HorizonOpt = _D.horizon,
+    horizon_fraction: _HorizonFractionOpt = _D.horizon_fraction,
+    max_horizon: _MaxHorizonOpt = _D.max_horizon,
+    mask_seen: _MaskSeenOpt = _D.mask_seen,
+    stride: _StrideOpt = _D.stride,
+    train_last: _TrainLastOpt = _D.train_last,
+    max_windows_per_user: _MaxWindowsPerUserOpt = _D.max_windows_per_user,
+    loss: _LossOpt = _D.loss,
+    negatives: _NegativesOpt = _D.negatives,
     negative: int | None = hidden_option("--negative"),
-    lr: float = typer.Option(_D.lr, "--lr", help="AdamW learning rate."),
-    lr_decay: float = typer.Option(_D.lr_decay, "--lr-decay", help="Multiply the learning rate by this after every "
-                                   "epoch (1 = constant)."),
-    weight_decay: float = typer.Option(_D.weight_decay, "--weight-decay", help="AdamW weight decay."),
-    batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Sequences (chunks or windows) per batch."),
-    epochs: int = typer.Option(_D.epochs, "--epochs", help="Maximum epochs (early stopping picks the best)."),
-    patience: int = typer.Option(_D.patience, "--patience", help="Epochs without a better validation Recall@10 "
-                                 "before stopping."),
-    val_fraction: float = typer.Option(_D.val_fraction, "--val-fraction", help="Per-user share of the latest "
-                                       "training events held out for early stopping (0 = no early stopping)."),
-    val_split: str = typer.Option(_D.val_split, "--val-split", help="temporal (last val-fraction of each user) or "
-                                  "last (each user's last event)."),
-    refit: bool = typer.Option(_D.refit, "--refit/--no-refit", help="Retrain on all training events for the best "
-                               "epoch count."),
-    seed: int = typer.Option(_D.seed, "--seed", help="Seed of initialisation and shuffling."),
+    lr: _LrOpt = _D.lr,
+    lr_decay: _LrDecayOpt = _D.lr_decay,
+    weight_decay: _WeightDecayOpt = _D.weight_decay,
+    batch_size: _BatchSizeOpt = _D.batch_size,
+    epochs: _EpochsOpt = _D.epochs,
+    patience: _PatienceOpt = _D.patience,
+    val_fraction: _ValFractionOpt = _D.val_fraction,
+    val_split: _ValSplitOpt = _D.val_split,
+    refit: _RefitOpt = _D.refit,
+    seed: _SeedOpt = _D.seed,
     device: DeviceOpt = None,
     num_threads: NumThreadsOpt = None,
     threads: int | None = hidden_option("--threads"),
-    evaluate: bool = typer.Option(False, "--eval/--no-eval", help="Train on the training half of the top-N "
-                                  "protocol's per-user temporal split (80/20) and report Recall@10, NDCG@10, ... "
-                                  "on the test half (the artifact is then the 80% model)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars and per-epoch lines."),
-    out: Path = typer.Option(..., "--out", help="Embeddings folder to write (replaced atomically)."),
+    evaluate: _EvaluateOpt = False,
+    progress: _ProgressOpt = True,
+    out: _OutOpt = ...,
     json_path: Path | None = json_option(),
 ) -> None:
     """Train the sequence recommender (item + recency embeddings, GRU/LSTM/transformer encoder).
@@ -105,27 +167,35 @@ def train_sequence(
     turns a sequence into a query (final hidden state and a constant 1); index it with `annrec index build` and
     query it with `annrec recommend-next`.
     """
-    from annrec.data import temporal_user_split
-
-    factors = deprecated_flag(units, "--units", "--factors", factors)
-    negatives = deprecated_flag(negative, "--negative", "--negatives", negatives)
-    num_threads = deprecated_flag(threads, "--threads", "--num-threads", num_threads)
-    encoder = deprecated_flag(cell, "--cell", "--encoder", encoder)
-    n_layers = deprecated_flag(layers, "--layers", "--n-layers", n_layers)
-    n_heads = deprecated_flag(heads, "--heads", "--n-heads", n_heads)
-    trainer = SequenceTrainer(encoder=encoder, n_layers=n_layers, factors=factors, item_dim=item_dim, dropout=dropout,
-                              attention=attention, n_heads=n_heads, recency=recency, n_buckets=n_buckets,
-                              bucket_scheme=bucket_scheme, max_len=max_len, training=training,
-                              max_chunks_per_user=max_chunks_per_user, horizon=horizon,
-                              horizon_fraction=horizon_fraction, max_horizon=max_horizon, mask_seen=mask_seen,
-                              stride=stride, train_last=train_last, max_windows_per_user=max_windows_per_user,
-                              loss=loss, negatives=negatives, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                              batch_size=batch_size, epochs=epochs, patience=patience, val_fraction=val_fraction,
-                              val_split=val_split, refit=refit, seed=seed, device=device,
-                              num_threads=num_threads, show_progress=progress)
+    old = {"--units": units, "--negative": negative, "--threads": threads, "--cell": cell, "--layers": layers,
+           "--heads": heads}
+    params = {k: v for k, v in locals().items() if k in SequenceConfig.__dataclass_fields__}
+    trainer = _trainer(params, old, progress)
     data = load_training_data(dataset, data_dir, ratings, user_col, item_col, rating_col, timestamp_col,
                               items=items, items_id_col=items_id_col,
                               need_timestamp="the sequence recommender")
+    _fit_and_write(trainer, data, evaluate, out, json_path, dataset)
+
+
+#: deprecated flag -> (its new flag, the SequenceConfig field)
+_OLD_FLAGS = {"--units": ("--factors", "factors"), "--negative": ("--negatives", "negatives"),
+              "--threads": ("--num-threads", "num_threads"), "--cell": ("--encoder", "encoder"),
+              "--layers": ("--n-layers", "n_layers"), "--heads": ("--n-heads", "n_heads")}
+
+
+def _trainer(params: dict, old: dict, progress: bool) -> SequenceTrainer:
+    """The trainer of the command's options (deprecated flags, when given, win with a warning on stderr)."""
+    for flag, value in old.items():
+        new, name = _OLD_FLAGS[flag]
+        params[name] = deprecated_flag(value, flag, new, params[name])
+    return SequenceTrainer(**params, show_progress=progress)
+
+
+def _fit_and_write(trainer: SequenceTrainer, data, evaluate: bool, out: Path, json_path: Path | None,
+                   dataset: str) -> None:
+    """Fit (on the 80% training half with ``evaluate``, then score the 20%), save the artifact, print, report."""
+    from annrec.data import temporal_user_split
+
     test = None
     if evaluate:
         data, test = temporal_user_split(data, 0.2)

@@ -9,11 +9,13 @@ layer can look back over the RNN outputs) or ``"transformer"`` (SASRec, Kang & M
 embeddings, pre-layer-norm causal self-attention blocks); a linear output layer with a bias scores the whole
 item catalogue. Every encoder is causal: the state at a position depends on the events up to it only.
 
-Training (``training``): ``"all_positions"`` (default; the parallel mini-batches of GRU4Rec, SASRec's recipe)
-cuts each user's history into non-overlapping chunks of ``max_len`` events and predicts the next item(s) at *every*
-position of a chunk in one forward pass, so each event goes through the encoder once per epoch;
-``"windows"`` (the earlier default) feeds the ``max_len`` events before every cut point as a window of its
-own, loss on its last position, so each event goes through the encoder up to ``max_len`` times. In both, a
+Training (``training``): ``"windows"`` (default: it wins on the validation split of ml-latest-small) feeds the
+``max_len`` events before every cut point as a window of its own, loss on its last position, so each event goes
+through the encoder up to ``max_len`` times; ``"all_positions"`` (the parallel mini-batches of GRU4Rec, SASRec's
+recipe) cuts each user's history into non-overlapping chunks of ``max_len`` events and predicts the next item(s)
+at *every* position of a chunk in one forward pass, so each event goes through the encoder once per epoch.
+The time-bucket input is the recency before the sequence's last event (``time_feature="recency"``) or the gap
+to the user's previous event (``"gap"``, position-invariant; TiSASRec, Li et al. 2020). In both, a
 position's targets are the items that follow it — at least ``horizon`` (1: the next item) and
 ``horizon_fraction`` (0.25) of the history so far, i.e. "predict all the items the user takes next" (the
 dense all-action objective of PinnerFormer, Pancha et al. 2022), which matches the top-N protocol, whose truth
@@ -43,8 +45,8 @@ Modules: :mod:`~annrec.train.sequence.config` (hyper-parameters), :mod:`~annrec.
 >>> recs, warnings = Recommender(emb, index, encoder=enc).recommend_next([1, 50, 260], k=10)
 """
 
-from annrec.train.sequence.config import (DAY_SECONDS, ENCODERS, EXTRA_PREFIX, LOSSES, TRAINING_MODES,
-                                          SequenceConfig)
+from annrec.train.sequence.config import (DAY_SECONDS, ENCODERS, EXTRA_PREFIX, LOSSES, TIME_FEATURES,
+                                          TRAINING_MODES, SequenceConfig)
 from annrec.train.sequence.data import (_Histories, _window_batch, build_chunks, build_windows,
                                         recency_bucket_edges, recency_buckets, seen_pairs)
 from annrec.train.sequence.encoder import (SequenceQueryEncoder, encoder_files, exact_scores,
@@ -55,6 +57,6 @@ from annrec.train.sequence.trainer import SequenceTrainer, TrainResult
 __all__ = [
     "SequenceConfig", "SequenceTrainer", "SequenceQueryEncoder", "query_encoder_from_embeddings",
     "recency_bucket_edges", "recency_buckets", "build_windows", "build_chunks", "masked_loss", "seen_pairs",
-    "encoder_files", "state_encoder", "load_state", "ENCODERS", "TRAINING_MODES", "LOSSES",
+    "encoder_files", "state_encoder", "load_state", "ENCODERS", "TRAINING_MODES", "TIME_FEATURES", "LOSSES",
     "exact_scores", "TrainResult", "DAY_SECONDS", "EXTRA_PREFIX", "_Histories", "_window_batch", "_build_net",
 ]

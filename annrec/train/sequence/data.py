@@ -8,23 +8,25 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from annrec.errors import InputError
-from annrec.train.sequence.config import DAY_SECONDS, PAD
+from annrec.train.sequence.config import DAY_SECONDS, GAP_MIN_DAYS, PAD
 
 if TYPE_CHECKING:  # pragma: no cover
     from annrec.data import Interactions
 
-__all__ = ["recency_bucket_edges", "recency_buckets", "build_windows", "build_chunks", "seen_pairs"]
+__all__ = ["recency_bucket_edges", "recency_buckets", "time_bucket_edges", "gap_buckets", "build_windows",
+           "build_chunks", "seen_pairs"]
 
 
 # ---------------------------------------------------------------------------------------------- recency
 def recency_bucket_edges(days: np.ndarray | None = None, n_buckets: int = 100, scheme: str = "log",
-                         max_days: float | None = None) -> np.ndarray:
+                         max_days: float | None = None, min_days: float = 1.0 / 24.0) -> np.ndarray:
     """The ``n_buckets - 1`` increasing bin edges (in days) of the recency feature.
 
     ``"log"`` (default): bucket 0 is "less than one hour before the last event"; the other edges are
     log-spaced from 1 hour to ``max_days`` (the longest training history, at least 365 days), so recent
     events get fine bins (hours, days) and old ones coarse bins (months, years) — a fixed, data-set-size
-    independent rule. ``"quantile"``: the edges are the 1/n .. (n-1)/n quantiles of ``days`` (equal-mass
+    independent rule; ``min_days`` moves the first edge (the gap feature uses 10 seconds). ``"quantile"``: the
+    edges are the 1/n .. (n-1)/n quantiles of ``days`` (equal-mass
     bins); repeated quantiles (e.g. many events on the last day) are merged, so there may be fewer bins.
 
     Args:
@@ -46,7 +48,7 @@ def recency_bucket_edges(days: np.ndarray | None = None, n_buckets: int = 100, s
                 raise InputError("log recency buckets need the training recencies or max_days")
             max_days = float(np.max(days))
         hi = max(float(max_days), 365.0)
-        return np.geomspace(1.0 / 24.0, hi, n_buckets - 1)
+        return np.geomspace(float(min_days), hi, n_buckets - 1)
     if scheme == "quantile":
         if days is None or len(days) == 0:
             raise InputError("quantile recency buckets need the training recencies (days)")
@@ -88,6 +90,38 @@ class _Histories:
         last = np.repeat(self.ts[self.starts + self.lengths - 1], self.lengths) if len(self.ts) else self.ts
         return (last - self.ts) / DAY_SECONDS
 
+    def gap_days(self) -> np.ndarray:
+        """Days since the same user's previous event (float64; ``inf`` for each user's first event)."""
+        gaps = np.empty(len(self.ts), dtype=np.float64)
+        if len(self.ts):
+            gaps[1:] = np.diff(self.ts) / DAY_SECONDS
+            gaps[self.starts[self.lengths > 0]] = np.inf
+        return gaps
+
+
+def time_bucket_edges(hist: _Histories, n_buckets: int, scheme: str, time_feature: str) -> np.ndarray:
+    """The bin edges (days) of ``time_feature`` over the training histories: :func:`recency_bucket_edges` of the
+    days before each history's last event (``"recency"``) or of the finite gaps to the previous event
+    (``"gap"``, first edge :data:`~annrec.train.sequence.config.GAP_MIN_DAYS`)."""
+    if time_feature == "gap":
+        gaps = hist.gap_days()
+        gaps = gaps[np.isfinite(gaps)]
+        span = hist.days_before_last()
+        return recency_bucket_edges(gaps if len(gaps) else np.zeros(1), n_buckets, scheme,
+                                    max_days=float(span.max()) if len(span) and scheme == "log" else None,
+                                    min_days=GAP_MIN_DAYS)
+    return recency_bucket_edges(hist.days_before_last(), n_buckets, scheme)
+
+
+def gap_buckets(ts: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Gap buckets (int64, ``0 .. len(edges)``) of one time-ordered sequence of Unix seconds: the days since the
+    previous event, the first event in the last bucket (no previous event), as in training."""
+    days = np.empty(len(ts), dtype=np.float64)
+    if len(ts):
+        days[0] = np.inf
+        days[1:] = np.diff(np.asarray(ts, dtype=np.int64)) / DAY_SECONDS
+    return recency_buckets(days, edges)
+
 
 def build_windows(hist: _Histories, max_len: int, stride: int, max_per_user: int = 0
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -125,14 +159,15 @@ def build_chunks(hist: _Histories, max_len: int, max_chunks_per_user: int = 0) -
 
 def _window_batch(hist: _Histories, users: np.ndarray, ends: np.ndarray, max_len: int, horizon: int,
                   edges: np.ndarray | None, train_last: int, horizon_fraction: float = 0.0,
-                  max_horizon: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  max_horizon: int = 0, time_feature: str = "recency") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inputs ``x`` ``(B, L)``, recency buckets ``r`` ``(B, L)`` (both front-padded, 0 = padding) and targets
     ``y`` ``(B, L, W)`` (0 = no target) of the windows ``hist[user][end-L:end]``.
 
     Target ``y[b, j, h-1]`` is the item ``h`` events after input position ``j`` (within the user's history),
     for ``h`` up to the position's horizon ``max(horizon, ceil(horizon_fraction * events so far))`` (capped at
-    ``max_horizon`` when > 0); positions outside the last ``train_last`` ones (if > 0) get no targets. Recency
-    is measured from the window's last input event (the serving-time reference).
+    ``max_horizon`` when > 0); positions outside the last ``train_last`` ones (if > 0) get no targets.
+    ``time_feature`` ``"recency"``: the buckets measure the days before the window's last input event (the
+    serving-time reference); ``"gap"``: the days since the user's previous event (the same at every position).
     """
     L = max_len
     off = np.arange(-L, 0, dtype=np.int64)                       # (L,)
@@ -141,9 +176,13 @@ def _window_batch(hist: _Histories, users: np.ndarray, ends: np.ndarray, max_len
     gidx = hist.starts[users][:, None] + np.where(valid, pos, 0)
     x = np.where(valid, hist.items[gidx], PAD)
     if edges is not None:
-        ref = hist.ts[hist.starts[users] + ends - 1]
-        days = (ref[:, None] - hist.ts[gidx]) / DAY_SECONDS
-        r = np.where(valid, recency_buckets(np.maximum(days, 0), edges) + 1, PAD)
+        if time_feature == "gap":
+            prev = hist.ts[np.maximum(gidx - 1, 0)]
+            days = np.where(valid & (pos > 0), (hist.ts[gidx] - prev) / DAY_SECONDS, np.inf)
+        else:
+            ref = hist.ts[hist.starts[users] + ends - 1]
+            days = np.maximum((ref[:, None] - hist.ts[gidx]) / DAY_SECONDS, 0)
+        r = np.where(valid, recency_buckets(days, edges) + 1, PAD)
     else:
         r = np.where(valid, 1, PAD)
     hz = np.full(pos.shape, horizon, dtype=np.int64)
@@ -166,10 +205,10 @@ def _window_batch(hist: _Histories, users: np.ndarray, ends: np.ndarray, max_len
     return x, r, y
 
 
-def _history_windows(hist: _Histories, users: np.ndarray, max_len: int, edges: np.ndarray | None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and recency buckets of each user's last ``max_len`` events (the query at evaluation time)."""
-    x, r, _ = _window_batch(hist, users, hist.lengths[users], max_len, 1, edges, 0)
+def _history_windows(hist: _Histories, users: np.ndarray, max_len: int, edges: np.ndarray | None,
+                     time_feature: str = "recency") -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and time buckets of each user's last ``max_len`` events (the query at evaluation time)."""
+    x, r, _ = _window_batch(hist, users, hist.lengths[users], max_len, 1, edges, 0, time_feature=time_feature)
     return x, r
 
 

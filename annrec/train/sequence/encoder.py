@@ -17,7 +17,7 @@ import numpy as np
 from annrec.errors import ArtifactError, InputError, UnknownIdError
 from annrec.train.sequence.config import (DAY_SECONDS, ENCODERS, EXTRA_PREFIX, FUTURE_TOLERANCE_S, SequenceConfig,
                                           config_from_stored)
-from annrec.train.sequence.data import recency_buckets
+from annrec.train.sequence.data import gap_buckets, recency_buckets
 from annrec.train.sequence.model import _build_net, _torch, load_state, state_encoder
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,9 +55,10 @@ class SequenceQueryEncoder:
     * unknown item ids are **ignored** (their timestamps too) with one warning naming them; when no known item
       is left an :class:`~annrec.errors.UnknownIdError` is raised;
     * only the last ``max_len`` known events are read (the model was trained on sequences of that length);
-    * ``timestamps`` (Unix seconds, one per item, non-decreasing) give the recency buckets, measured from
-      ``now`` (default: the last timestamp, as in training). Without timestamps every event is taken as
-      recent (recency 0) and a warning says so (when the model uses recency).
+    * ``timestamps`` (Unix seconds, one per item, non-decreasing) give the time buckets: for
+      ``time_feature="recency"`` measured from ``now`` (default: the last timestamp, as in training), for
+      ``"gap"`` the time since the previous known item (``now`` plays no part). Without timestamps every event
+      is taken as recent (gap: right after the previous one) and a warning says so (when the model uses time).
 
     Raises (from ``encode``):
         InputError: empty sequence; timestamps of another length, not integers, decreasing, negative, or
@@ -120,14 +121,7 @@ class SequenceQueryEncoder:
         r = np.zeros((1, self.max_len), dtype=np.int64)
         x[0, self.max_len - len(rows):] = rows + 1
         if self.edges is not None:
-            if ts is None:
-                warnings.append("no timestamps: every event is taken as recent (recency 0 days)")
-                b = np.zeros(len(rows), dtype=np.int64)
-            else:
-                t = ts[keep][-len(rows):]
-                ref = int(now) if now is not None else int(ts[-1])
-                b = recency_buckets((ref - t) / DAY_SECONDS, self.edges)
-            r[0, self.max_len - len(rows):] = b + 1
+            r[0, self.max_len - len(rows):] = self._time_buckets(ts, keep, len(rows), now, warnings) + 1
         else:
             r[0, self.max_len - len(rows):] = 1
         with torch.no_grad():
@@ -136,6 +130,28 @@ class SequenceQueryEncoder:
         vec[:-1] = h[0].float().cpu().numpy()
         vec[-1] = 1.0
         return vec, warnings
+
+
+    def _time_buckets(self, ts: np.ndarray | None, keep: list[int], n: int, now: int | None,
+                      warnings: list[str]) -> np.ndarray:
+        """Time buckets (int64 ``(n,)``) of the last ``n`` known events, as in training: ``"recency"`` measured
+        from ``now`` (default: the last timestamp), ``"gap"`` the days since the previous known event (the first
+        known event: no previous one). Without timestamps every event is taken as recent / right after the
+        previous one, and a warning says so."""
+        gap = self.config.get("time_feature", "recency") == "gap"
+        if ts is None:
+            if gap:
+                warnings.append("no timestamps: every event is taken as right after the previous one (gap 0)")
+                b = np.zeros(len(keep), dtype=np.int64)
+                b[0] = len(self.edges)
+                return b[-n:]
+            warnings.append("no timestamps: every event is taken as recent (recency 0 days)")
+            return np.zeros(n, dtype=np.int64)
+        t = ts[keep]
+        if gap:
+            return gap_buckets(t, self.edges)[-n:]
+        ref = int(now) if now is not None else int(ts[-1])
+        return recency_buckets((ref - t[-n:]) / DAY_SECONDS, self.edges)
 
 
 def _check_timestamps(timestamps, n: int, now: int | None) -> np.ndarray | None:
@@ -193,6 +209,27 @@ def query_encoder_from_embeddings(emb: Embeddings, device: str | None = None, ma
                                 or max_len < 1):
         raise InputError(f"max_len must be an integer >= 1 (events read per sequence); got {max_len!r}")
     torch = _torch()
+    config, edges, state = _read_encoder_files(emb)
+    cfg = _checked_config(config, state, max_len, encoder)
+    try:
+        n_bucket_ids = (len(edges) + 2) if edges is not None else 2
+        net = _build_net(int(config["n_items"]), n_bucket_ids, cfg)
+        load_state(net, state)
+    except (KeyError, TypeError, RuntimeError, InputError) as e:
+        raise ArtifactError(f"the sequence checkpoint does not fit its config ({e}): re-run "
+                            f"`annrec train sequence`") from None
+    if max_len is not None:
+        config = dict(config, max_len=int(max_len))
+    _check_output_layer(net, emb)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return SequenceQueryEncoder(net.to(dev), dict(config), emb.ids, None if edges is None else np.asarray(edges),
+                                device=dev)
+
+
+def _read_encoder_files(emb: Embeddings) -> tuple[dict[str, Any], list | None, dict[str, Any]]:
+    """``(config, bucket edges, state dict)`` of the artifact's ``extra/sequence/*`` files, after checking that
+    the vocabulary is the artifact's item ids. Raises :class:`ArtifactError` (missing, corrupt, mismatched)."""
+    torch = _torch()
     trainer = emb.manifest.get("trainer")
     if trainer not in (None, "sequence"):
         raise ArtifactError(f"this artifact was written by the {trainer!r} trainer, not 'sequence': train it with "
@@ -200,8 +237,8 @@ def query_encoder_from_embeddings(emb: Embeddings, device: str | None = None, ma
     need = [EXTRA_PREFIX + n for n in ("state_dict.pt", "config.json", "vocab.json", "bucket_edges.json")]
     missing = [n for n in need if n not in emb.extra]
     if missing:
-        raise ArtifactError(f"the artifact lacks the sequence encoder files {', '.join('extra/' + m for m in missing)}: "
-                            f"re-run `annrec train sequence`")
+        raise ArtifactError(f"the artifact lacks the sequence encoder files "
+                            f"{', '.join('extra/' + m for m in missing)}: re-run `annrec train sequence`")
     try:
         config = json.loads(emb.extra[EXTRA_PREFIX + "config.json"])
         vocab = json.loads(emb.extra[EXTRA_PREFIX + "vocab.json"])
@@ -215,6 +252,14 @@ def query_encoder_from_embeddings(emb: Embeddings, device: str | None = None, ma
         raise ArtifactError(f"the checkpoint's item vocabulary ({len(vocab)} items) does not match the artifact's "
                             f"{len(emb)} item ids / vectors: the files come from different trainings; re-run "
                             f"`annrec train sequence`")
+    return config, edges, state
+
+
+def _checked_config(config: dict[str, Any], state: dict[str, Any], max_len: int | None,
+                    encoder: str | None) -> SequenceConfig:
+    """The stored :class:`SequenceConfig`, checked against the checkpoint and the caller's ``max_len`` /
+    ``encoder``. Raises :class:`ArtifactError` (invalid or inconsistent files) or :class:`InputError` (the
+    caller's ``encoder`` or ``max_len`` does not fit the artifact)."""
     try:
         cfg = config_from_stored(config)
         cfg.validate()
@@ -235,15 +280,11 @@ def query_encoder_from_embeddings(emb: Embeddings, device: str | None = None, ma
         if max_len is not None and max_len > table:
             raise InputError(f"max_len {max_len} is larger than the transformer's positional table ({table} "
                              f"positions = the max_len it was trained with): use max_len <= {table}")
-    try:
-        n_bucket_ids = (len(edges) + 2) if edges is not None else 2
-        net = _build_net(int(config["n_items"]), n_bucket_ids, cfg)
-        load_state(net, state)
-    except (KeyError, TypeError, RuntimeError, InputError) as e:
-        raise ArtifactError(f"the sequence checkpoint does not fit its config ({e}): re-run "
-                            f"`annrec train sequence`") from None
-    if max_len is not None:
-        config = dict(config, max_len=int(max_len))
+    return cfg
+
+
+def _check_output_layer(net, emb: Embeddings) -> None:
+    """Raise :class:`ArtifactError` unless the artifact's item vectors are ``net``'s output rows ``[w_i, b_i]``."""
     w = net.out.weight.detach().numpy()
     b = net.out.bias.detach().numpy()
     if w.shape[0] != len(emb) or w.shape[1] + 1 != emb.dim:
@@ -252,10 +293,6 @@ def query_encoder_from_embeddings(emb: Embeddings, device: str | None = None, ma
     if not np.allclose(np.hstack([w, b[:, None]]), emb.vectors, atol=1e-5):
         raise ArtifactError("the item vectors are not the checkpoint's output layer [w_i, b_i]: the vectors and the "
                             "weights come from different trainings; re-run `annrec train sequence`")
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return SequenceQueryEncoder(net.to(dev), dict(config), emb.ids, None if edges is None else np.asarray(edges),
-                                device=dev)
-
 
 
 def exact_scores(emb: Embeddings, query: np.ndarray) -> np.ndarray:

@@ -31,113 +31,145 @@ def _torch():
     return torch
 
 
+def _init_layers(net, n_items: int, n_bucket_ids: int, cfg: SequenceConfig) -> None:
+    """Create the layers of ``net``: embeddings, the encoder's layers, the output layer."""
+    from torch import nn
+
+    net.cfg = cfg
+    net.item_emb = nn.Embedding(n_items + 1, cfg.item_dim, padding_idx=PAD)
+    in_dim = cfg.item_dim
+    if cfg.recency:
+        net.rec_emb = nn.Embedding(n_bucket_ids, cfg.recency_dim, padding_idx=PAD)
+        in_dim += cfg.recency_dim
+    net.drop = nn.Dropout(cfg.dropout)
+    if cfg.encoder == "transformer":
+        net.proj = nn.Linear(in_dim, cfg.factors)
+        net.pos_emb = nn.Embedding(cfg.max_len, cfg.factors)
+        layer = nn.TransformerEncoderLayer(cfg.factors, cfg.n_heads, dim_feedforward=cfg.factors,
+                                           dropout=cfg.dropout, batch_first=True, norm_first=True)
+        net.blocks = nn.TransformerEncoder(layer, cfg.n_layers, norm=nn.LayerNorm(cfg.factors),
+                                           enable_nested_tensor=False)
+    else:
+        rnn = nn.GRU if cfg.encoder == "gru" else nn.LSTM
+        net.rnn = rnn(in_dim, cfg.factors, num_layers=cfg.n_layers, batch_first=True,
+                      dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
+        if cfg.attention:
+            net.attn = nn.MultiheadAttention(cfg.factors, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
+            net.norm = nn.LayerNorm(cfg.factors)
+    net.out = nn.Linear(cfg.factors, n_items)  # item rows + bias = the item vectors
+
+
+def _forward(net, x, r):
+    """:meth:`SequenceNet.forward`: front-padded ``x``, ``r`` int64 ``(B, L)`` -> states float32 ``(B, L, factors)``."""
+    torch = _torch()
+    B, L = x.shape
+    lengths = (x != PAD).sum(1)
+    if bool((lengths == 0).any()):
+        raise InputError("a window has no events: every sequence needs at least one item")
+    shift = (L - lengths)[:, None]
+    ar = torch.arange(L, device=x.device)[None, :]
+    left = (ar + shift) % L                       # left-aligned gather index
+    e = net.item_emb(torch.gather(x, 1, left))
+    if net.cfg.recency:
+        e = torch.cat([e, net.rec_emb(torch.gather(r, 1, left))], dim=-1)
+    pad = ar >= lengths[:, None]                  # (B, L) padding, left-aligned
+    if net.cfg.encoder == "transformer":
+        h = _transformer_states(net, e, lengths, pad)
+    else:
+        h = _rnn_states(net, e, lengths, pad)
+    back = (ar - shift) % L                       # undo the alignment: front-padded again
+    return torch.gather(h, 1, back[:, :, None].expand(B, L, h.shape[-1]))
+
+
+def _rnn_states(net, e, lengths, pad):
+    """GRU/LSTM over the packed, left-aligned event vectors ``e`` ``(B, L, in_dim)`` [+ causal attention]."""
+    torch = _torch()
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    L = e.shape[1]
+    packed = pack_padded_sequence(net.drop(e), lengths.cpu(), batch_first=True, enforce_sorted=False)
+    out, _ = net.rnn(packed)
+    h, _ = pad_packed_sequence(out, batch_first=True, total_length=L)   # (B, L, U), zeros past length
+    if net.cfg.attention:
+        causal = torch.triu(torch.ones(L, L, dtype=torch.bool, device=e.device), diagonal=1)
+        a, _ = net.attn(h, h, h, attn_mask=causal, key_padding_mask=pad, need_weights=False)
+        h = net.norm(h + net.drop(a))
+        h = h.masked_fill(pad[:, :, None], 0.0)
+    return h
+
+
+def _transformer_states(net, e, lengths, pad):
+    """Causal pre-LN transformer over the left-aligned event vectors ``e`` ``(B, L, in_dim)``.
+
+    Raises:
+        InputError: a sequence longer than the positional table (the ``max_len`` trained with).
+    """
+    torch = _torch()
+    B, L, _ = e.shape
+    table = net.pos_emb.num_embeddings
+    longest = int(lengths.max())
+    if longest > table:
+        raise InputError(f"a sequence of {longest} events is longer than the transformer's positional "
+                         f"table ({table} positions = the max_len it was trained with): pass at most "
+                         f"{table} events (max_len <= {table})")
+    n = min(L, table)                             # left-aligned: columns >= n are padding only
+    pos = torch.arange(n, device=e.device)
+    z = net.drop(net.proj(e[:, :n]) + net.pos_emb(pos)[None])
+    # left-aligned + causal: a real position only ever sees earlier real events, so no key padding
+    # mask is needed (and no row of the attention is fully masked)
+    causal = torch.triu(torch.ones(n, n, dtype=torch.bool, device=e.device), diagonal=1)
+    h = net.blocks(z, mask=causal, is_causal=True)
+    h = h.masked_fill(pad[:, :n, None], 0.0)
+    if n < L:
+        h = torch.cat([h, h.new_zeros(B, L - n, h.shape[-1])], dim=1)
+    return h
+
+
+_NET_CLASS = None
+
+
+def _net_class():
+    """The ``SequenceNet`` class (created on first use, so importing this module does not import torch)."""
+    global _NET_CLASS
+    if _NET_CLASS is None:
+        from torch import nn
+
+        class SequenceNet(nn.Module):
+            """Item + time-bucket embeddings -> GRU/LSTM [-> causal self-attention] or causal transformer ->
+            output layer.
+
+            ``forward(x, r)`` takes front-padded ``x`` (item_idx + 1, 0 = pad) and ``r`` (bucket + 1) int64
+            ``(B, L)`` and returns the hidden states float32 ``(B, L, factors)`` in the same layout (zeros at
+            padding); the state at position ``j`` depends on the events ``<= j`` only (causal). Internally the
+            windows are left-aligned (and packed for the RNNs), so padded positions never influence real ones.
+
+            Raises (from ``forward``): InputError — a window without events, or (transformer) more events than
+            its positional table has rows.
+            """
+
+            def __init__(self, n_items: int, n_bucket_ids: int, cfg: SequenceConfig) -> None:
+                super().__init__()
+                _init_layers(self, n_items, n_bucket_ids, cfg)
+
+            forward = _forward
+
+            def final_state(self, x, r):
+                """The query representation of each window: the state at its last position ``(B, factors)``."""
+                return self.forward(x, r)[:, -1, :]
+
+        _NET_CLASS = SequenceNet
+    return _NET_CLASS
+
+
 def _build_net(n_items: int, n_bucket_ids: int, cfg: SequenceConfig):
-    """The network (a ``torch.nn.Module``); built lazily so importing this module does not import torch.
+    """The network (a ``torch.nn.Module``) for ``n_items`` items and ``n_bucket_ids`` time-bucket ids.
 
     Raises:
         InputError: an unknown ``cfg.encoder`` (the valid names are listed).
     """
-    import torch
-    from torch import nn
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
     if cfg.encoder not in ENCODERS:
         raise InputError(f"unknown encoder {cfg.encoder!r}: use one of {', '.join(repr(e) for e in ENCODERS)}")
-
-    class SequenceNet(nn.Module):
-        """Item + recency embeddings -> GRU/LSTM [-> causal self-attention] or causal transformer -> output layer.
-
-        ``forward(x, r)`` takes front-padded ``x`` (item_idx + 1, 0 = pad) and ``r`` (bucket + 1) int64
-        ``(B, L)`` and returns the hidden states float32 ``(B, L, factors)`` in the same layout (zeros at
-        padding); the state at position ``j`` depends on the events ``<= j`` only (causal). Internally the
-        windows are left-aligned (and packed for the RNNs), so padded positions never influence real ones.
-
-        Raises (from ``forward``): InputError — a window without events, or (transformer) more events than
-        its positional table has rows.
-        """
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.cfg = cfg
-            self.item_emb = nn.Embedding(n_items + 1, cfg.item_dim, padding_idx=PAD)
-            in_dim = cfg.item_dim
-            if cfg.recency:
-                self.rec_emb = nn.Embedding(n_bucket_ids, cfg.recency_dim, padding_idx=PAD)
-                in_dim += cfg.recency_dim
-            self.drop = nn.Dropout(cfg.dropout)
-            if cfg.encoder == "transformer":
-                self.proj = nn.Linear(in_dim, cfg.factors)
-                self.pos_emb = nn.Embedding(cfg.max_len, cfg.factors)
-                layer = nn.TransformerEncoderLayer(cfg.factors, cfg.n_heads, dim_feedforward=cfg.factors,
-                                                   dropout=cfg.dropout, batch_first=True, norm_first=True)
-                self.blocks = nn.TransformerEncoder(layer, cfg.n_layers, norm=nn.LayerNorm(cfg.factors),
-                                                    enable_nested_tensor=False)
-            else:
-                rnn = nn.GRU if cfg.encoder == "gru" else nn.LSTM
-                self.rnn = rnn(in_dim, cfg.factors, num_layers=cfg.n_layers, batch_first=True,
-                               dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
-                if cfg.attention:
-                    self.attn = nn.MultiheadAttention(cfg.factors, cfg.n_heads, dropout=cfg.dropout,
-                                                      batch_first=True)
-                    self.norm = nn.LayerNorm(cfg.factors)
-            self.out = nn.Linear(cfg.factors, n_items)  # item rows + bias = the item vectors
-
-        def forward(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-            B, L = x.shape
-            lengths = (x != PAD).sum(1)
-            if bool((lengths == 0).any()):
-                raise InputError("a window has no events: every sequence needs at least one item")
-            shift = (L - lengths)[:, None]
-            ar = torch.arange(L, device=x.device)[None, :]
-            left = (ar + shift) % L                       # left-aligned gather index
-            e = self.item_emb(torch.gather(x, 1, left))
-            if self.cfg.recency:
-                e = torch.cat([e, self.rec_emb(torch.gather(r, 1, left))], dim=-1)
-            pad = ar >= lengths[:, None]                  # (B, L) padding, left-aligned
-            if self.cfg.encoder == "transformer":
-                h = self._transformer(e, lengths, pad)
-            else:
-                h = self._rnn(e, lengths, pad)
-            back = (ar - shift) % L                       # undo the alignment: front-padded again
-            return torch.gather(h, 1, back[:, :, None].expand(B, L, h.shape[-1]))
-
-        def _rnn(self, e: torch.Tensor, lengths: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-            L = e.shape[1]
-            packed = pack_padded_sequence(self.drop(e), lengths.cpu(), batch_first=True, enforce_sorted=False)
-            out, _ = self.rnn(packed)
-            h, _ = pad_packed_sequence(out, batch_first=True, total_length=L)   # (B, L, U), zeros past length
-            if self.cfg.attention:
-                causal = torch.triu(torch.ones(L, L, dtype=torch.bool, device=e.device), diagonal=1)
-                a, _ = self.attn(h, h, h, attn_mask=causal, key_padding_mask=pad, need_weights=False)
-                h = self.norm(h + self.drop(a))
-                h = h.masked_fill(pad[:, :, None], 0.0)
-            return h
-
-        def _transformer(self, e: torch.Tensor, lengths: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-            B, L, _ = e.shape
-            table = self.pos_emb.num_embeddings
-            longest = int(lengths.max())
-            if longest > table:
-                raise InputError(f"a sequence of {longest} events is longer than the transformer's positional "
-                                 f"table ({table} positions = the max_len it was trained with): pass at most "
-                                 f"{table} events (max_len <= {table})")
-            n = min(L, table)                             # left-aligned: columns >= n are padding only
-            pos = torch.arange(n, device=e.device)
-            z = self.drop(self.proj(e[:, :n]) + self.pos_emb(pos)[None])
-            # left-aligned + causal: a real position only ever sees earlier real events, so no key padding
-            # mask is needed (and no row of the attention is fully masked)
-            causal = torch.triu(torch.ones(n, n, dtype=torch.bool, device=e.device), diagonal=1)
-            h = self.blocks(z, mask=causal, is_causal=True)
-            h = h.masked_fill(pad[:, :n, None], 0.0)
-            if n < L:
-                h = torch.cat([h, h.new_zeros(B, L - n, h.shape[-1])], dim=1)
-            return h
-
-        def final_state(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-            """The query representation of each window: the hidden state at its last position ``(B, factors)``."""
-            return self.forward(x, r)[:, -1, :]
-
-    return SequenceNet()
+    return _net_class()(n_items, n_bucket_ids, cfg)
 
 
 def state_encoder(state: dict[str, Any]) -> str | None:

@@ -14,7 +14,7 @@ from annrec.errors import InputError
 from annrec.train.base import RecommendFn, Trainer, check_interactions, renamed_params, resolve_device, torch_threads
 from annrec.train.sequence.config import RENAMED, SequenceConfig
 from annrec.train.sequence.data import (_Histories, _history_windows, _window_batch, build_chunks, build_windows,
-                                        recency_bucket_edges, seen_pairs)
+                                        seen_pairs, time_bucket_edges)
 from annrec.train.sequence.encoder import encoder_files
 from annrec.train.sequence.model import _build_net, _torch, masked_loss
 
@@ -103,8 +103,8 @@ class SequenceTrainer(Trainer):
         full = _Histories.from_interactions(train)
         if not (full.lengths >= 2).any():
             raise InputError("no user has two or more events: the sequence model needs histories to learn from")
-        days = full.days_before_last()
-        self.edges = recency_bucket_edges(days, cfg.n_buckets, cfg.bucket_scheme) if cfg.recency else None
+        self.edges = (time_bucket_edges(full, cfg.n_buckets, cfg.bucket_scheme, cfg.time_feature) if cfg.recency
+                      else None)
         t0 = time.perf_counter()
         if validation is None and cfg.val_fraction > 0:
             from annrec.data import leave_last_one, temporal_user_split
@@ -141,7 +141,7 @@ class SequenceTrainer(Trainer):
         has = hist.lengths[users] > 0
         idx = np.flatnonzero(has)
         if len(idx):
-            x, r = _history_windows(hist, users[idx], self.config.max_len, self.edges)
+            x, r = _history_windows(hist, users[idx], self.config.max_len, self.edges, self.config.time_feature)
             out[idx, :-1] = self._encode_arrays(x, r, batch_size)
         return out
 
@@ -242,7 +242,7 @@ class SequenceTrainer(Trainer):
         for s in bar:
             b = perm[s:s + cfg.batch_size]
             x, r, y = _window_batch(hist, users[b], ends[b], cfg.max_len, cfg.horizon, self.edges,
-                                    train_last, cfg.horizon_fraction, cfg.max_horizon)
+                                    train_last, cfg.horizon_fraction, cfg.max_horizon, cfg.time_feature)
             xt = torch.as_tensor(x, device=self.device)
             rt = torch.as_tensor(r, device=self.device)
             yt = torch.as_tensor(y, device=self.device)
