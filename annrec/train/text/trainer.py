@@ -133,15 +133,7 @@ class TextTrainer(Trainer):
                                 f"that hold text (--fields)")
         enc = self._encoder(fresh=True)
         t0 = time.perf_counter()
-        if self.executor == "ray":
-            from annrec.train.text.ray_encode import encode_on_ray
-
-            vectors, stats = encode_on_ray(texts.tolist(), self._encoder_kwargs(), num_threads=self.num_threads
-                                           if self.num_threads is not None else 1, address=self.ray_address)
-        else:
-            with torch_threads(self.num_threads):
-                vectors = enc.encode(texts.tolist())
-            stats = dict(enc.last_stats)
+        vectors, stats = self._encode(enc, texts.tolist())
         seconds = time.perf_counter() - t0
         ids = texts.index.to_numpy()
         meta_cols = [c for c in ("title", "genres") if c in items.columns]
@@ -178,6 +170,17 @@ class TextTrainer(Trainer):
         self._item_ids = np.asarray(data.item_ids) if hasattr(data, "item_ids") else None
         self._fitted = True
         return self
+
+    def _encode(self, enc: TextEncoder, texts: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        """``(vectors, counts)`` of ``texts``: in this process with ``enc``, or on Ray Data (``executor``)."""
+        if self.executor == "ray":
+            from annrec.train.text.ray_encode import encode_on_ray
+
+            threads = self.num_threads if self.num_threads is not None else 1
+            return encode_on_ray(texts, self._encoder_kwargs(), num_threads=threads, address=self.ray_address)
+        with torch_threads(self.num_threads):
+            vectors = enc.encode(texts)
+        return vectors, dict(enc.last_stats)
 
     def to_embeddings(self) -> Embeddings:
         """The artifact of the last :meth:`fit` (float32 ``(n_items, dim)`` unit vectors, metric cosine).
