@@ -65,6 +65,9 @@ class Embeddings:
         extra: trainer-specific files, ``{relative name: bytes}``, stored under ``extra/``.
         seen: optional ``scipy.sparse.csr_matrix`` ``(n_queries, n_items)``; non-zeros mark the items each
             query (user) interacted with in training (rows follow ``query_ids``, columns ``ids``).
+        mapped: ``vectors`` is a read-only memory map of a saved artifact (:meth:`load` with ``mmap=True``):
+            its shape and dtype are checked, its values were checked when it was written, so they are not
+            read (pages load when used, and are shared with every process mapping the same file).
 
     Raises:
         InputError: on construction, when shapes, dtypes, ids or the metric are inconsistent.
@@ -79,10 +82,14 @@ class Embeddings:
     manifest: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, bytes] = field(default_factory=dict)
     seen: Any = None
+    mapped: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_metric(self.metric)
-        self.vectors = as_matrix(self.vectors, name="item vectors")
+        v = self.vectors
+        if not (self.mapped and isinstance(v, np.ndarray) and v.dtype == np.float32 and v.ndim == 2
+                and len(v) and v.flags.c_contiguous):
+            self.vectors = as_matrix(v, name="item vectors")
         self.ids = normalize_ids(self.ids, "item ids")
         if len(self.ids) != len(self.vectors):
             raise InputError(f"{len(self.ids)} item ids for {len(self.vectors)} item vectors: "
@@ -175,8 +182,9 @@ class Embeddings:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Embeddings:
-        """Read an artifact folder written by :meth:`save`.
+    def load(cls, path: str | os.PathLike, *, mmap: bool = False) -> Embeddings:
+        """Read an artifact folder written by :meth:`save`; ``mmap=True`` maps the item vectors read-only
+        instead of reading them (:attr:`mapped`: what a server that searches an index, not the vectors, wants).
 
         Raises:
             DataNotFoundError: the folder or a required file is missing.
@@ -185,7 +193,9 @@ class Embeddings:
         path = Path(path)
         manifest = read_manifest(path, KIND)
         try:
-            vectors = np.load(path / "vectors.npy")
+            vectors = np.load(path / "vectors.npy", mmap_mode="r" if mmap else None)
+            if mmap:
+                vectors = np.asarray(vectors)  # a plain ndarray view of the map (the map stays open through it)
             ids = json.loads((path / "ids.json").read_text())
             queries = query_ids = None
             if (path / "queries.npy").exists():
@@ -212,7 +222,7 @@ class Embeddings:
         except (ValueError, json.JSONDecodeError) as e:
             raise ArtifactError(f"embeddings folder {path} is corrupt ({e}): re-run the trainer") from None
         return cls(vectors=vectors, ids=ids, metric=manifest["metric"], queries=queries, query_ids=query_ids,
-                   items=items, manifest=manifest, extra=extra, seen=seen)
+                   items=items, manifest=manifest, extra=extra, seen=seen, mapped=mmap and vectors.dtype == np.float32)
 
 
 def read_manifest(path: str | os.PathLike, kind: str, max_version: int | None = None) -> dict[str, Any]:

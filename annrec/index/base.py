@@ -194,11 +194,12 @@ class Index(FilteredSearch, ABC):
         self._backend_check(x)  # before anything changes: a refused upsert loses nothing
         return x, ext
 
-    def reserve(self, n_labels: int, rw=None) -> None:
+    def reserve(self, n_labels: int, rw=None, *, vectors: bool = True) -> None:
         """Make room for ``n_labels`` labels before they are added: the stored-vector buffer (grown into a new
-        array, so readers of the old one are undisturbed) and the backend's capacity (hnswlib's
-        ``resize_index``, run under ``rw.write()`` when a readers-writer lock is given)."""
-        if n_labels > len(self._vec_buf):
+        array, so readers of the old one are undisturbed; ``vectors=False`` leaves it, e.g. mapped from the
+        folder until the first write) and the backend's capacity (hnswlib's ``resize_index``, run under
+        ``rw.write()`` when a readers-writer lock is given)."""
+        if vectors and n_labels > len(self._vec_buf):
             grown = np.empty((n_labels, self.dim), dtype=np.float32)
             grown[:len(self._ext)] = self._vectors
             self._vec_buf = grown

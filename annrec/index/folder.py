@@ -104,7 +104,9 @@ def _read_files(cls: type[Index], path: Path) -> Index:
             if live:
                 normalize_ids(live)  # live ids are unique
             index._ext = np.asarray(ext, dtype=np.int64 if kinds.dtype.kind in "iu" else object)
-        index._vec_buf = np.load(path / "vectors.npy")
+        # mapped read-only: the library holds the vectors it searches; these pages load only where exact search,
+        # filter views or get_vector read them, and are shared by every worker (the first write copies them)
+        index._vec_buf = np.asarray(np.load(path / "vectors.npy", mmap_mode="r"))
         _check_consistent(path, index, manifest)
         index._backend_load(path / index.file_name, len(index._ext))
         index._backend_verify(path / index.file_name)

@@ -210,7 +210,7 @@ class Registry:
         def load_emb(path: Path) -> tuple[Embeddings, tuple[str, Any] | None, str | None]:
             key = path.resolve()
             if key not in emb_cache:
-                emb_cache[key] = Embeddings.load(path)
+                emb_cache[key] = Embeddings.load(path, mmap=True)  # the index holds the vectors it searches
                 enc_cache[key] = load_encoder(emb_cache[key], path)
             return (emb_cache[key], *enc_cache[key])
 
@@ -272,13 +272,13 @@ class Registry:
     @staticmethod
     def _embeddings_path(source: dict[str, Any], found: Discovered) -> Path | None:
         p = source.get("embeddings")
+        name = source.get("embeddings_name")
+        if name and name in found.embeddings:  # a model dir that was copied or moved pairs with its own copy
+            return found.embeddings[name]
         if p:
             path = Path(p)
             if (path / "manifest.json").is_file():
                 return path
-        name = source.get("embeddings_name")
-        if name and name in found.embeddings:
-            return found.embeddings[name]
         if p and Path(p).name in found.embeddings:
             return found.embeddings[Path(p).name]
         return None

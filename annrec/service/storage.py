@@ -402,11 +402,13 @@ def _backend_capacity(index: Index) -> int:
 
 
 def reserve_capacity(index: Index, headroom: float = 0.1, minimum: int = 1024) -> None:
-    """Grow a loaded index's vector buffer and (hnswlib) graph capacity by ``headroom`` (at least ``minimum``
-    slots) before serving it (:meth:`~annrec.index.Index.reserve`).
+    """Grow a loaded index's (hnswlib) graph capacity by ``headroom`` (at least ``minimum`` slots) before serving
+    it (:meth:`~annrec.index.Index.reserve`).
 
     hnswlib loads an index with room for exactly its elements, so the first upsert would run
     ``resize_index`` (a copy of the whole graph: ~1.5 s for 60,000 x 784) while holding the write lock and
     stalling every search. Doing it at load time, before the index is served, keeps that off the request path.
+    The vector buffer stays the folder's read-only map until the first write grows it (outside the lock:
+    :meth:`IndexStore._reserve`), so a served index that is never written holds its vectors once, in the library.
     """
-    index.reserve(int(len(index._ext) * (1 + headroom)) + minimum)
+    index.reserve(int(len(index._ext) * (1 + headroom)) + minimum, vectors=False)
