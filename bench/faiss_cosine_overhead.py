@@ -1,6 +1,6 @@
 """Cosine against inner product through annrec's FAISS backend, and both against FAISS called directly.
 
-    flock /tmp/annrec-timing.lock python bench/faiss_cosine_overhead.py --n 20000 \
+    python bench/faiss_cosine_overhead.py --n 20000 \
         --json bench/results/faiss_cosine_overhead.json
 
 Fashion-MNIST (Debian package dataset-fashion-mnist): the first ``--n`` training images, one FAISS index per

@@ -1,6 +1,6 @@
 """FAISS HNSW: what efConstruction buys (recall@10 against QPS) and costs (build seconds).
 
-    OMP_WAIT_POLICY=PASSIVE flock /tmp/annrec-timing.lock python bench/faiss_hnsw_build.py --n 60000 \
+    OMP_WAIT_POLICY=PASSIVE python bench/faiss_hnsw_build.py --n 60000 \
         --factory 'HNSW{M}' 'HNSW{M},SQ8' --M 16 --json bench/results/faiss_hnsw_build.json
 
 Fashion-MNIST (Debian package dataset-fashion-mnist): the first ``--n`` training images as the base, ``--queries``
