@@ -275,11 +275,20 @@ class FaissIndex(Index):
     def _backend_search(self, q, k, params, mask, threads):
         set_threads(threads)
         if self._mips:
-            qa = np.zeros((len(q), self._fdim), dtype=np.float32)
-            qa[:, :-1] = q
-            labels, d = self._search_faiss(qa, k, params, mask)
+            labels, d = self._search_faiss(self._augment_queries(q), k, params, mask)
             return labels, self._to_ip(q, d, labels)
         return self._search_faiss(q, k, params, mask)
+
+    def _augment_queries(self, q: np.ndarray) -> np.ndarray:
+        """``mips_l2`` queries ``[q, 0]``, float32 ``(nq, dim + 1)`` (the module docstring's reduction)."""
+        qa = np.zeros((len(q), self._fdim), dtype=np.float32)
+        qa[:, :-1] = q
+        return qa
+
+    def _params_key(self, params: dict[str, Any] | None) -> tuple:
+        """What a cached ``SearchParameters`` depends on: the per-call and the default query parameters."""
+        return (tuple(sorted((params or {}).items())),
+                *(self.params.get(n) for n in ("nprobe", "efSearch", "k_factor")))
 
     def _search_faiss(self, q, k, params, mask):
         if params is None and mask is None:  # hot path
@@ -311,8 +320,7 @@ class FaissIndex(Index):
         search goes through the thread's reusable bitmap instead (:meth:`_filtered_params`)."""
         if denied.transient:
             return super()._backend_search_denied(q, k, params, denied, threads)
-        key = ("faiss", tuple(sorted((params or {}).items())),
-               *(self.params.get(n) for n in ("nprobe", "efSearch", "k_factor")))
+        key = ("faiss", *self._params_key(params))
         sp = denied.cache.get(key)
         if sp is None:
             n_labels = len(denied.mask) - 1
@@ -325,9 +333,7 @@ class FaissIndex(Index):
             denied.cache[key] = sp
         set_threads(threads)
         if self._mips:
-            qa = np.zeros((len(q), self._fdim), dtype=np.float32)
-            qa[:, :-1] = q
-            labels, d = self._search_c(qa, k, sp)
+            labels, d = self._search_c(self._augment_queries(q), k, sp)
             return labels, self._to_ip(q, d, labels)
         return self._search_c(q, k, sp)
 
@@ -339,8 +345,7 @@ class FaissIndex(Index):
         cache = getattr(tls, "params", None)
         if cache is None:
             cache = tls.params = {}
-        key = (n_labels, tuple(sorted((params or {}).items())),
-               *(self.params.get(n) for n in ("nprobe", "efSearch", "k_factor")))
+        key = (n_labels, *self._params_key(params))
         hit = cache.get(key)
         if hit is None or hit[0] is not self._index:
             if len(cache) > 16:

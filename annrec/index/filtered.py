@@ -31,6 +31,16 @@ EXACT_FILTER_THRESHOLD = 2048  # allow-lists at least this small are always answ
 DENY_OVERFETCH = 3
 
 
+def pad_results(labels: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels int64 ``(nq, got)`` and scores float32 ``(nq, got)`` widened to ``k`` columns with the "no result"
+    marks, label ``-1`` and score NaN (unchanged when ``got >= k``)."""
+    nq, got = labels.shape
+    if got >= k:
+        return labels, scores
+    return (np.concatenate([labels, np.full((nq, k - got), -1, dtype=np.int64)], axis=1),
+            np.concatenate([scores, np.full((nq, k - got), np.nan, dtype=np.float32)], axis=1))
+
+
 class DenyList:
     """A deny-list resolved against one version of one index (:meth:`FilteredSearch.deny_list`).
 
@@ -76,8 +86,10 @@ class FilteredSearch:
     :class:`annrec.index.Index`, whose id map (``_ext``, ``_label``, ``_deleted``, ``labels_of``) it uses."""
 
     def deny_list(self, ids) -> DenyList:
-        """Resolve ``ids`` (external ids, any that are unknown are ignored) into a :class:`DenyList` for
-        ``search(..., denied_ids=...)``: valid until the index changes (then it is resolved again)."""
+        """Resolve ``ids`` (external ids: an int64 ``(n,)`` array, a list, or a :class:`DenyList` to resolve
+        anew; unknown and deleted ids are ignored) into a :class:`DenyList` for ``search(..., denied_ids=...)``:
+        its labels int64 ``(n,)`` and allow-mask bool ``(n_labels + 1,)``, ``O(n_labels)`` bytes and time to
+        build, valid until the index changes (a search then resolves it again). Raises nothing for odd ids."""
         return DenyList(self, ids if not isinstance(ids, DenyList) else ids.ids)
 
     @property
@@ -213,10 +225,7 @@ class FilteredSearch:
         return labels[order], (top if self.metric == "l2" else -top)
 
     def _finish(self, labels: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        nq, got = labels.shape
-        if got < k:
-            labels = np.concatenate([labels, np.full((nq, k - got), -1, dtype=np.int64)], axis=1)
-            scores = np.concatenate([scores, np.full((nq, k - got), np.nan, dtype=np.float32)], axis=1)
+        labels, scores = pad_results(labels, scores, k)
         return self._ext_padded[labels], scores
 
     def _empty(self, nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:

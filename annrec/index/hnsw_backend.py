@@ -18,6 +18,7 @@ import numpy as np
 from annrec._validate import check_int
 from annrec.errors import InputError
 from annrec.index.base import Index
+from annrec.index.filtered import pad_results
 
 _BUILD_PARAMS = {"M": 16, "ef_construction": 200, "random_seed": 100, "ef": 50}
 
@@ -177,11 +178,7 @@ class HnswIndex(Index):
         except RuntimeError:
             # hnswlib cannot fill k results (heavy filtering / many deletions): exact search instead.
             allowed = np.flatnonzero(~self._deleted if filt is None else filt.__self__)
-            labels, scores = self._exact(q, min(k, len(allowed)), allowed)
-            if labels.shape[1] < k:
-                pad = k - labels.shape[1]
-                labels = np.concatenate([labels, np.full((len(q), pad), -1, dtype=np.int64)], axis=1)
-                scores = np.concatenate([scores, np.full((len(q), pad), np.nan, dtype=np.float32)], axis=1)
+            labels, scores = pad_results(*self._exact(q, min(k, len(allowed)), allowed), k)
             dist = 1.0 - scores if self._space == "ip" else scores
             return labels, dist.astype(np.float32)
 

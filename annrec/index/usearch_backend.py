@@ -22,6 +22,7 @@ import numpy as np
 
 from annrec.errors import InputError
 from annrec.index.base import Index
+from annrec.index.filtered import pad_results
 from annrec.index.hnsw_backend import graph_params
 
 _BUILD_PARAMS = {"M": 16, "ef_construction": 128, "ef": 64, "dtype": "f32"}
@@ -114,10 +115,7 @@ class UsearchIndex(Index):
         keys = np.atleast_2d(res.keys).astype(np.int64)
         dist = np.array(np.atleast_2d(res.distances), dtype=np.float32)
         counts = np.atleast_1d(res.counts) if hasattr(res, "counts") else np.array([len(np.atleast_1d(res.keys))])
-        if keys.shape[1] < k:
-            pad = k - keys.shape[1]
-            keys = np.concatenate([keys, np.full((len(keys), pad), -1, dtype=np.int64)], axis=1)
-            dist = np.concatenate([dist, np.full((len(dist), pad), np.nan, dtype=np.float32)], axis=1)
+        keys, dist = pad_results(keys, dist, k)
         missing = np.arange(k)[None, :] >= counts[:, None]
         keys[missing] = -1
         dist[missing] = np.nan
@@ -141,12 +139,7 @@ class UsearchIndex(Index):
                 order = np.argsort(~good, axis=1, kind="stable")[:, :k]
                 return np.take_along_axis(labels, order, axis=1), np.take_along_axis(scores, order, axis=1)
         allowed = np.flatnonzero(mask)  # too few allowed neighbours among the fetched ones: exact
-        labels, scores = self._exact(q, min(k, len(allowed)), allowed)
-        if labels.shape[1] < k:
-            pad = k - labels.shape[1]
-            labels = np.concatenate([labels, np.full((len(q), pad), -1, dtype=np.int64)], axis=1)
-            scores = np.concatenate([scores, np.full((len(q), pad), np.nan, dtype=np.float32)], axis=1)
-        return labels, scores
+        return pad_results(*self._exact(q, min(k, len(allowed)), allowed), k)
 
     # -- persistence
     def _backend_save(self, file: Path) -> None:

@@ -26,6 +26,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from annrec.errors import InputError
 from annrec.service.errors import ApiError
+from annrec.service.guard import is_binary
 from annrec.service.metrics import ServiceMetrics
 from annrec.service.registry import Registry, ServedIndex
 from annrec.service.settings import ServiceSettings
@@ -232,14 +233,7 @@ class _JsonRequest(Request):
         return new
 
 
-#: the media type of a binary search body: the query vectors as raw little-endian float32, row after row
-BINARY = "application/octet-stream"
 _BINARY_FIELDS = ("k", "ef", "nprobe", "k_factor", "include_metadata")
-
-
-def is_binary(ctype: str) -> bool:
-    """True for ``Content-Type: application/octet-stream`` (parameters such as ``; charset`` ignored)."""
-    return ctype.split(";", 1)[0].strip().lower() == BINARY
 
 
 def binary_search_body(body: bytes, name: str | None, registry, query_params, max_batch: int | None = None

@@ -24,7 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from annrec.service import schemas as S
-from annrec.service.deps import binary_search_body, check_batch_size, check_key, is_binary, key_of_headers, parse_json
+from annrec.service.deps import binary_search_body, check_batch_size, check_key, key_of_headers, parse_json
+from annrec.service.guard import is_binary
 from annrec.service.errors import JSON
 from annrec.service.batching import batchable, submit_search
 from annrec.service.routers.indexes import answer_search, prepare_search

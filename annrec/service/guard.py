@@ -81,7 +81,7 @@ class BrowserGuard:
                                f"setting to allow a browser page there to call this server")
             return
         if body and scope.get("method") in BODY_METHODS and not _is_json(ctype) \
-                and not (_is_binary(ctype) and _BINARY_PATH.match(scope.get("path", ""))):
+                and not (is_binary(ctype) and _BINARY_PATH.match(scope.get("path", ""))):
             await self._refuse(send, 415, "unsupported_media_type",
                                f"the request body must be JSON sent with 'Content-Type: application/json' (searches also take "
                                f"float32 vectors as 'application/octet-stream'; got "
@@ -102,8 +102,13 @@ class BrowserGuard:
         await send({"type": "http.response.body", "body": payload})
 
 
-def _is_binary(ctype: str) -> bool:
-    return ctype.split(";", 1)[0].strip().lower() == "application/octet-stream"
+#: the media type of a binary search body: the query vectors as raw little-endian float32, row after row
+BINARY = "application/octet-stream"
+
+
+def is_binary(ctype: str) -> bool:
+    """True for ``Content-Type: application/octet-stream`` (parameters such as ``; charset`` ignored)."""
+    return ctype.split(";", 1)[0].strip().lower() == BINARY
 
 
 def _is_json(ctype: str) -> bool:
