@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--index", type=Path, default=ROOT / "index" / "built" / "service-fmnist-2shards" / "fmnist-hnsw")
+    p.add_argument("--index", type=Path, default=ROOT / "index" / "built" / "service-fmnist-2shards" / "fmnist-hnsw",
+                   help="a sharded index folder (built as bench/ray_serve.py builds it when missing)")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--kill-after", type=float, default=5.0)
     p.add_argument("--json", type=Path, default=None)
@@ -40,6 +41,13 @@ def main() -> int:
     from annrec.index import load_index
     from annrec.index.ray_shards import init_ray
 
+    if not (args.index / "manifest.json").exists():
+        import sys
+
+        sys.path.insert(0, str(ROOT / "bench"))
+        from ray_serve import build_sharded_dir
+
+        build_sharded_dir(args.index.parent, 2)
     q = read_idx(FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz")[:200].reshape(200, -1).astype(np.float32)
     local = load_index(args.index)
     want = local.search(q, 10)[0]
@@ -49,8 +57,9 @@ def main() -> int:
     for s, folder in zip(remote.shards, sorted(args.index.glob("shard-*"))):
         info = s.info()
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-        out["actors"].append({"folder_mb": round(size / 2**20, 1), "rss_mb": round(info["rss_bytes"] / 2**20, 1),
-                              "rss_minus_folder_mb": round((info["rss_bytes"] - size) / 2**20, 1)})
+        mb = {k[:-6]: round(info[k] / 2**20, 1) for k in ("rss_bytes", "pss_bytes", "uss_bytes")}
+        out["actors"].append({"folder_mb": round(size / 2**20, 1), **{f"{k}_mb": v for k, v in mb.items()},
+                              **{f"{k}_minus_folder_mb": round(v - size / 2**20, 1) for k, v in mb.items()}})
     print("actors:", out["actors"])
     events: list[tuple[float, bool, bool]] = []  # (time, answered, exact)
     stop = threading.Event()

@@ -36,7 +36,8 @@ def main() -> None:
         tr.fit(train)
         row = {"config": json.loads(c), "val_recall@10": tr.result.best_val_recall,
                "best_epoch": tr.result.best_epoch, "seconds": round(time.perf_counter() - t0, 1),
-               "curve": [round(h.get("val_recall@10", 0), 4) for h in tr.result.history]}
+               "curve": [round(h.get("val_recall@10", 0), 4) for h in tr.result.history],
+               "epoch_seconds": [h.get("seconds") for h in tr.result.history]}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.json:  # after every configuration, so a long sweep keeps what it measured

@@ -63,3 +63,26 @@ def test_a_copied_model_dir_pairs_with_its_own_embeddings(tmp_path):
     assert srv.embeddings_path.resolve() == (b / "mf").resolve()
     assert srv.recommender.embeddings.mapped
     assert "mf" not in snap.indexes  # the embeddings are served through their index, not a second time
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "HNSW16,SQ8,RFlat", "IVF16,PQ8x4fs,RFlat"])
+def test_a_loaded_faiss_index_is_a_view_of_its_file_until_the_first_add(tmp_path, factory, monkeypatch):
+    index = build_index(X, np.arange(500), "l2", backend="faiss", factory=factory, nprobe=16)
+    want = index.search(X[:20] + 0.01, 5)
+    index.save(tmp_path / "i")
+    faiss_file = snapshot_folder(tmp_path / "i") / "index.faiss"
+    digest = hashlib.sha256(faiss_file.read_bytes()).hexdigest()
+    loaded = load_index(tmp_path / "i")
+    assert loaded._mapped  # FAISS's IO_FLAG_MMAP_IFC: the codes are views of the file
+    got = loaded.search(X[:20] + 0.01, 5)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+    loaded.add(X[:2] + 100, [1000, 1001])  # FAISS cannot grow a view: the add makes an owned copy first
+    assert not loaded._mapped and len(loaded) == 502
+    assert set(loaded.search(X[1:2] + 100, 2)[0][0]) == {1000, 1001}
+    np.testing.assert_array_equal(loaded.search(X[:20] + 0.01, 5)[0], want[0])
+    assert hashlib.sha256(faiss_file.read_bytes()).hexdigest() == digest  # the mapped file is never written
+    loaded.save(tmp_path / "i")
+    assert len(load_index(tmp_path / "i")) == 502
+    monkeypatch.setenv("ANNREC_FAISS_MMAP", "0")
+    assert not load_index(tmp_path / "i")._mapped  # read into memory

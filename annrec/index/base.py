@@ -197,16 +197,17 @@ class Index(FilteredSearch, ABC):
     def reserve(self, n_labels: int, rw=None, *, vectors: bool = True) -> None:
         """Make room for ``n_labels`` labels before they are added: the stored-vector buffer (grown into a new
         array, so readers of the old one are undisturbed; ``vectors=False`` leaves it, e.g. mapped from the
-        folder until the first write) and the backend's capacity (hnswlib's ``resize_index``, run under
+        folder until the first write; FAISS's mapped index too) and the backend's capacity (hnswlib's ``resize_index``, run under
         ``rw.write()`` when a readers-writer lock is given)."""
         if vectors and n_labels > len(self._vec_buf):
             grown = np.empty((n_labels, self.dim), dtype=np.float32)
             grown[:len(self._ext)] = self._vectors
             self._vec_buf = grown
-        self._backend_reserve(n_labels, rw)
+        self._backend_reserve(n_labels, rw, vectors)
 
-    def _backend_reserve(self, n_labels: int, rw=None) -> None:
-        """Grow the backend's capacity to ``n_labels`` (default: nothing to do)."""
+    def _backend_reserve(self, n_labels: int, rw=None, vectors: bool = True) -> None:
+        """Grow the backend's capacity to ``n_labels`` (default: nothing to do); ``vectors=False``: leave
+        storage mapped from the folder as it is (FAISS copies a mapped index only when ``vectors`` is true)."""
 
     def remove(self, ids) -> None:
         """Delete items by external id (marked deleted; they never appear in results again).

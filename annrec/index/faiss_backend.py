@@ -19,6 +19,14 @@ quantizer and HNSW's graph then work in the metric space they were designed for 
 large-norm centroids attract most queries). Scores are converted back to inner products. An upsert whose norm
 exceeds ``M`` is refused (rebuild the index to include it).
 
+Memory: a loaded index maps its file (``faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)``, FAISS ≥ 1.9: the codes
+of flat, scalar-quantised and PQ storage and IVF inverted lists are views of the file, not copies), so pages
+load only where searches read them and every process serving the same folder (``annrec serve --workers N``)
+shares them through the page cache. FAISS cannot grow a view (it aborts the process), so the first add to a
+mapped index first makes an owned copy (``serialize_index`` → ``deserialize_index``: one pass over the file)
+and swaps it in; searches in flight keep the mapped one until they end. ``ANNREC_FAISS_MMAP=0`` reads indexes
+into memory instead.
+
 GPU: with faiss-gpu installed and ``faiss.get_num_gpus() > 0`` the index is cloned to all visible GPUs
 (``faiss.index_cpu_to_all_gpus``) unless ``gpu=False``; filtered searches run on the CPU copy because
 FAISS GPU indexes take no ``IDSelector``. Results agree with the CPU path up to ties.
@@ -27,6 +35,7 @@ FAISS GPU indexes take no ``IDSelector``. Results agree with the CPU path up to 
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 from pathlib import Path
@@ -113,6 +122,7 @@ class FaissIndex(Index):
         super().__init__(dim, metric, **params)
         self._index: faiss.Index | None = None
         self._gpu_index = None
+        self._mapped = False  # self._index is a view of its file (see _backend_load)
         self._mips = bool(mips)
         self._mips_m2 = float(params.get("mips_max_norm") or 0.0) ** 2
         self._fdim = dim + 1 if self._mips else dim   # the dimension FAISS sees
@@ -253,7 +263,22 @@ class FaissIndex(Index):
         except RuntimeError:  # index type without GPU support (e.g. HNSW): stay on the CPU
             self._gpu_index = None
 
+    def _own(self) -> None:
+        """Replace a mapped index (a view of its file, :meth:`_backend_load`) by an owned copy before it is
+        changed: FAISS aborts the process when it must resize a view."""
+        if self._mapped:
+            index = faiss.deserialize_index(faiss.serialize_index(self._index))
+            self._index, self._mapped = index, False
+            self._apply_defaults()
+            if self._gpu_index is not None:
+                self._maybe_to_gpu()
+
+    def _backend_reserve(self, n_labels: int, rw=None, vectors: bool = True) -> None:
+        if vectors and n_labels > self._index.ntotal:
+            self._own()  # before the write and outside its lock: searches go on on the mapped index meanwhile
+
     def _backend_add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        self._own()
         if self._index.ntotal != int(labels[0]):
             raise RuntimeError("FAISS label bookkeeping out of sync")  # programming error, never user input
         if self._mips:  # Index.add has already refused vectors above the norm bound (_backend_check)
@@ -364,13 +389,14 @@ class FaissIndex(Index):
     def _backend_load(self, file: Path, n_labels: int) -> None:
         if not file.exists():
             raise FileNotFoundError(2, "missing", str(file))
-        index = faiss.read_index(str(file))
+        mapped = os.environ.get("ANNREC_FAISS_MMAP", "1") != "0"
+        index = faiss.read_index(str(file), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
         if index.ntotal != n_labels or index.d != self._fdim:
             raise ValueError(f"FAISS file holds {index.ntotal} vectors of dim {index.d}, the manifest says "
                              f"{n_labels} of dim {self._fdim}")
         if self._mips and self._mips_m2 <= 0:
             raise ValueError("a mips_l2 index without mips_max_norm in its manifest")
-        self._index = index
+        self._index, self._mapped = index, mapped
         self._apply_defaults()
 
     def _backend_verify(self, file: Path) -> None:

@@ -83,7 +83,7 @@ class HnswIndex(Index):
             self._index.resize_index(max(need, int(cap * 1.5)))
         self._index.add_items(x, labels)
 
-    def _backend_reserve(self, n_labels: int, rw=None) -> None:
+    def _backend_reserve(self, n_labels: int, rw=None, vectors: bool = True) -> None:
         if self._index is not None and n_labels > self._index.get_max_elements():
             if rw is None:
                 self._index.resize_index(n_labels)

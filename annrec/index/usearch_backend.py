@@ -84,7 +84,7 @@ class UsearchIndex(Index):
     def _backend_add(self, x: np.ndarray, labels: np.ndarray) -> None:
         self._index.add(labels.astype(np.uint64), x, threads=0)
 
-    def _backend_reserve(self, n_labels: int, rw=None) -> None:
+    def _backend_reserve(self, n_labels: int, rw=None, vectors: bool = True) -> None:
         if self._index is not None and n_labels > self._index.capacity:
             if rw is None:
                 self._grow(n_labels)
