@@ -100,22 +100,15 @@ def _actor_class():
         """One shard: an annrec index loaded from its folder (again after every restart)."""
 
         def __init__(self, path: str) -> None:
-            import ray
-
             from annrec.index.sharded import LocalShard
 
             self.shard = LocalShard(Path(path))
-            # searches that name no thread count use the CPUs this actor declared (at least one), not every
-            # core of the node: shard actors sharing a node would otherwise oversubscribe it
-            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-            self.threads = max(1, int(cpus))
 
         def search_many(self, requests: list[tuple]) -> list[Any]:
             """Answer ``[(queries, k, params, allowed, denied, threads), ...]``: requests without filters and
             with the same ``k`` and parameters become one matrix search. Errors are returned per request."""
             out: list[Any] = [None] * len(requests)
             groups: dict[tuple, list[int]] = {}
-            requests = [(*r[:5], self.threads if r[5] is None else r[5]) for r in requests]
             for i, (q, k, params, allowed, denied, threads) in enumerate(requests):
                 if allowed is None and denied is None:
                     groups.setdefault((k, tuple(sorted((params or {}).items())), threads), []).append(i)
