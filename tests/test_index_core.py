@@ -10,7 +10,8 @@ import pytest
 
 from _index_fixtures import brute_force, fashion_mnist
 from annrec.errors import ArtifactError, DataNotFoundError, InputError, UnknownIdError
-from annrec.index import FaissIndex, HnswIndex, UsearchIndex, build_index, load_index, suggest_nlist, suggest_pq_m
+from annrec.index import (FaissIndex, HnswIndex, PynndescentIndex, UsearchIndex, build_index, load_index, suggest_nlist,
+                          suggest_pq_m)
 from annrec.index.spec import IndexSpec
 
 RNG = np.random.default_rng(0)
@@ -18,10 +19,10 @@ X = RNG.standard_normal((2000, 24)).astype(np.float32)
 Q = RNG.standard_normal((50, 24)).astype(np.float32)
 IDS = np.arange(2000) * 7 + 3  # external ids differ from row numbers
 
-BACKEND_CLASSES = {"faiss": FaissIndex, "hnswlib": HnswIndex, "usearch": UsearchIndex}
+BACKEND_CLASSES = {"faiss": FaissIndex, "hnswlib": HnswIndex, "usearch": UsearchIndex, "pynndescent": PynndescentIndex}
 BACKENDS = [("faiss", {"factory": "Flat"}), ("faiss", {"factory": "HNSW32", "efSearch": 256}),
             ("faiss", {"factory": "IVF{nlist},Flat", "nprobe": 64}), ("hnswlib", {"ef": 256}),
-            ("usearch", {"ef": 256})]
+            ("usearch", {"ef": 256}), ("pynndescent", {"epsilon": 0.4})]
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:

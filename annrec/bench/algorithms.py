@@ -13,6 +13,9 @@ annrec-faiss       annrec.index, FAISS backend                   factory, M, ef_
                                                                  train_size, mips_l2             k_factor
 annrec-hnswlib     annrec.index, hnswlib backend                 M, ef_construction              ef
 annrec-usearch     annrec.index, usearch backend                 M, ef_construction              ef
+annrec-pynndescent annrec.index, pynndescent backend             n_neighbors, diversify_prob,    epsilon
+                                                                 pruning_degree_multiplier,
+                                                                 leaf_size
 faiss              FAISS called directly (same parameters)      as annrec-faiss (no mips_l2)    as annrec-faiss
 hnswlib            hnswlib called directly (same parameters)    M, ef_construction              ef
 annoy              Spotify Annoy (optional)                      n_trees                         search_k
@@ -154,6 +157,25 @@ class AnnrecUsearch(_AnnrecIndex):
     query_params = {"ef": Param(int, 64, "efSearch (USearch expansion_search)")}
 
 
+class AnnrecPynndescent(_AnnrecIndex):
+    """annrec's pynndescent backend (:class:`annrec.index.PynndescentIndex`), with PyNNDescent's own parameter
+    names, defaults and seed (``random_state`` 0) as the raw ``pynndescent`` adapter, so equal parameters build
+    the same graph and their QPS ratio is the cost of annrec's index layer. Build threads: numba's, set to the
+    runner's thread count as the raw adapter does."""
+
+    name = "annrec-pynndescent"
+    backend = "pynndescent"
+    package = "pynndescent"
+    build_params = PyNNDescent.build_params
+    query_params = PyNNDescent.query_params
+
+    def set_threads(self, n):
+        import numba
+
+        super().set_threads(n)
+        numba.set_num_threads(int(n))
+
+
 # --------------------------------------------------------------------------- raw libraries
 class RawFaiss(Algorithm):
     """FAISS called directly, with the parameters annrec's FAISS backend gets (factory string with ``{M}``,
@@ -293,7 +315,8 @@ class RawHnswlib(Algorithm):
 
 #: every adapter by its YAML name
 ADAPTERS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (
-    BruteForceBLAS, AnnrecFaiss, AnnrecHnswlib, AnnrecUsearch, RawFaiss, RawHnswlib, Annoy, PyNNDescent, USearch)}
+    BruteForceBLAS, AnnrecFaiss, AnnrecHnswlib, AnnrecUsearch, AnnrecPynndescent, RawFaiss, RawHnswlib, Annoy,
+    PyNNDescent, USearch)}
 
 
 def get_adapter(name: str) -> type[Algorithm]:

@@ -53,8 +53,8 @@ def resolve_spec(spec: Path | None, backend: str | None, params: list[str] | Non
     from annrec.index.spec import IndexSpec
 
     if spec is None and backend is None:
-        raise InputError("give an index spec (--spec index/hnsw.yaml) or a backend (--backend hnswlib|faiss|usearch "
-                         "with --param key=value ...)")
+        raise InputError("give an index spec (--spec index/hnsw.yaml) or a backend (--backend "
+                         "hnswlib|faiss|usearch|pynndescent|scann with --param key=value ...)")
     if backend is not None and backend not in BACKENDS:
         raise InputError(f"unknown index backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if metric is not None and metric not in ("ip", "cosine", "l2"):
@@ -102,10 +102,11 @@ def build_from_embeddings(emb, emb_path: Path, spec, *, copy_items: bool = True)
 def index_build(
     embeddings: Path = typer.Option(..., "--embeddings", help="Embeddings folder (from `annrec train ...`)."),
     spec: Path | None = typer.Option(None, "--spec", help="Index spec YAML (index/hnsw.yaml, index/ivf-flat.yaml...)."),
-    backend: str | None = typer.Option(None, "--backend", help="hnswlib, faiss or usearch (instead of, or checked against, "
-                                       "--spec)."),
+    backend: str | None = typer.Option(None, "--backend", help="hnswlib, faiss, usearch, pynndescent or scann (instead "
+                                       "of, or checked against, --spec)."),
     param: list[str] | None = typer.Option(None, "--param", help="Backend parameter key=value, repeatable "
-                                           "(M=16, ef_construction=200, factory=IVF{nlist},Flat, nprobe=8...); "
+                                           "(M=16, ef_construction=200, factory=IVF{nlist},Flat, nprobe=8, "
+                                           "n_neighbors=30, epsilon=0.1...); "
                                            "overrides the spec."),
     metric: str | None = typer.Option(None, "--metric", help="ip, cosine or l2 (default: the spec's, else the "
                                       "embeddings' metric)."),
@@ -122,7 +123,7 @@ def index_build(
     force: bool = force_option(),
     json_path: Path | None = json_option(),
 ) -> None:
-    """Build an index (hnswlib or FAISS) over the item vectors of an Embeddings folder."""
+    """Build an index (hnswlib, FAISS, usearch, pynndescent or ScaNN) over the item vectors of an Embeddings folder."""
     from annrec._io import check_output_dir
     from annrec.embeddings import Embeddings
     from annrec.index.folder import KIND
@@ -186,38 +187,52 @@ def _build_sharded(emb, emb_path: Path, spec, out: Path, shards: int, partition:
 
 
 def query_params(index, ef: int | None, nprobe: int | None,
-                 k_factor: int | None = None) -> dict[str, int] | None:
-    """``--ef`` / ``--nprobe`` / ``--k-factor`` as the backend's query parameters (``ef`` for hnswlib;
-    ``efSearch`` / ``nprobe`` / ``k_factor`` for FAISS, found through wrappers such as ``RFlat``).
+                 k_factor: int | None = None, epsilon: float | None = None) -> dict[str, int | float] | None:
+    """``--ef`` / ``--nprobe`` / ``--k-factor`` / ``--epsilon`` as the backend's query parameters (``ef`` for
+    hnswlib and usearch; ``efSearch`` / ``nprobe`` / ``k_factor`` for FAISS, found through wrappers such as
+    ``RFlat``; ``epsilon`` for pynndescent).
 
     Raises:
         InputError: a parameter that does not apply to this index (``--nprobe`` for HNSW, ``--ef`` for an
-            IVF index, ``--k-factor`` without a re-ranking wrapper), or a value <= 0.
+            IVF or pynndescent index, ``--k-factor`` without a re-ranking wrapper, ``--epsilon`` for anything
+            but pynndescent), a value <= 0 (``--epsilon``: < 0).
     """
-    out: dict[str, int] = {}
+    out: dict[str, int | float] = {}
     for name, v in (("--ef", ef), ("--nprobe", nprobe), ("--k-factor", k_factor)):
         if v is not None and v <= 0:
             raise InputError(f"{name} must be a positive integer; got {v}")
+    if epsilon is not None and not epsilon >= 0:
+        raise InputError(f"--epsilon must be a number >= 0 (0: greedy search); got {epsilon}")
     kind = index.backend
     factory = str(index.params.get("factory_resolved") or index.params.get("factory") or "")
     has = getattr(index, "_has_param", lambda name: False)  # FAISS: looks through wrappers (RFlat, OPQ, …)
     if kind == "sharded":
         kind = index.shard_backend
+    if epsilon is not None:
+        if kind != "pynndescent":
+            raise InputError(f"--epsilon applies to pynndescent indexes; this is a {kind} "
+                             f"{factory + ' ' if factory else ''}index")
+        out["epsilon"] = float(epsilon)
     if ef is not None:
         if kind in ("hnswlib", "usearch"):
             out["ef"] = int(ef)
+        elif kind == "pynndescent":
+            raise InputError("--ef (efSearch) applies to HNSW indexes; this is a pynndescent index: use --epsilon "
+                             "(search breadth, default 0.1)")
         elif has("efSearch"):
             out["efSearch"] = int(ef)
         else:
-            raise InputError(f"--ef (efSearch) applies to HNSW indexes; this is a FAISS {factory!r} index"
+            raise InputError(f"--ef (efSearch) applies to HNSW indexes; this is a "
+                             f"{'FAISS ' + repr(factory) if kind == 'faiss' else kind} index"
                              + (": use --nprobe" if has("nprobe") else ""))
     if nprobe is not None:
         if has("nprobe"):
             out["nprobe"] = int(nprobe)
         else:
+            hint = (": use --ef" if kind in ("hnswlib", "usearch") or has("efSearch")
+                    else ": use --epsilon" if kind == "pynndescent" else "")
             raise InputError(f"--nprobe applies to FAISS IVF indexes; this is a {kind} "
-                             f"{factory + ' ' if factory else ''}index" + (": use --ef" if kind in ("hnswlib", "usearch") or
-                                                                           has("efSearch") else ""))
+                             f"{factory + ' ' if factory else ''}index{hint}")
     if k_factor is not None:
         if has("k_factor"):
             out["k_factor"] = int(k_factor)
@@ -295,9 +310,11 @@ def index_query(
     vectors: Path | None = typer.Option(None, "--vectors", help="Query vectors: a .npy file of shape (n, dim)."),
     k: int = typer.Option(10, "-k", "--k", help="Results per query."),
     ef: int | None = typer.Option(None, "--ef", help="efSearch (HNSW: hnswlib or FAISS)."),
-    nprobe: int | None = typer.Option(None, "--nprobe", help="IVF lists probed (FAISS IVF)."),
+    nprobe: int | None = typer.Option(None, "--nprobe", help="IVF lists probed (FAISS IVF; ScaNN leaves searched)."),
     k_factor: int | None = typer.Option(None, "--k-factor", help="Re-ranking: k_factor*k candidates re-scored "
                                         "exactly (FAISS RFlat / Refine(...) indexes)."),
+    epsilon: float | None = typer.Option(None, "--epsilon", help="Search breadth of a pynndescent index (>= 0; "
+                                         "0 is greedy, default 0.1)."),
     include_self: bool = typer.Option(False, "--include-self", help="With --item, keep the item itself in the "
                                       "results."),
     show: int = typer.Option(3, "--show", help="With --vectors, print the results of the first N queries."),
@@ -315,7 +332,7 @@ def index_query(
         raise InputError("give exactly one query: --item ID, --vector '0.1,0.2,...' or --vectors FILE.npy"
                          + (f" (got {', '.join(given)})" if given else ""))
     index = load_index(index_dir)
-    params = query_params(index, ef, nprobe, k_factor)
+    params = query_params(index, ef, nprobe, k_factor, epsilon)
     from annrec._validate import check_k
 
     check_k(k)

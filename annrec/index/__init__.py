@@ -1,4 +1,5 @@
-"""Vector indexes: one interface (:class:`Index`), two backends (FAISS, hnswlib).
+"""Vector indexes: one interface (:class:`Index`), several backends (FAISS, hnswlib; usearch, pynndescent and
+ScaNN where installed).
 
 >>> idx = build_index(vectors, ids, metric="ip", backend="hnswlib", M=16, ef_construction=200)
 >>> ids, scores = idx.search(queries, k=10, params={"ef": 64})
@@ -17,9 +18,12 @@ from annrec.index.base import KIND, Index
 from annrec.index.filtered import DenyList
 from annrec.index.faiss_backend import FaissIndex, gpu_available, suggest_nlist, suggest_pq_m
 from annrec.index.hnsw_backend import HnswIndex
+from annrec.index.pynndescent_backend import PynndescentIndex
+from annrec.index.scann_backend import ScannIndex
 from annrec.index.usearch_backend import UsearchIndex
 
-BACKENDS: dict[str, type[Index]] = {"faiss": FaissIndex, "hnswlib": HnswIndex, "usearch": UsearchIndex}
+BACKENDS: dict[str, type[Index]] = {"faiss": FaissIndex, "hnswlib": HnswIndex, "usearch": UsearchIndex,
+                                   "pynndescent": PynndescentIndex, "scann": ScannIndex}
 
 
 def build_index(vectors, ids, metric: str, backend: str = "hnswlib", **params: Any) -> Index:
@@ -64,5 +68,5 @@ def load_index(path: str | os.PathLike, backend: str = "local", **shard_options:
     return BACKENDS[index_backend].load(path)
 
 
-__all__ = ["Index", "DenyList", "FaissIndex", "HnswIndex", "UsearchIndex", "BACKENDS", "build_index", "load_index", "gpu_available",
-           "suggest_nlist", "suggest_pq_m"]
+__all__ = ["Index", "DenyList", "FaissIndex", "HnswIndex", "UsearchIndex", "PynndescentIndex", "ScannIndex",
+           "BACKENDS", "build_index", "load_index", "gpu_available", "suggest_nlist", "suggest_pq_m"]

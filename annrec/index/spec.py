@@ -1,7 +1,7 @@
 """Index specifications: the YAML presets under the top-level ``index/`` folder.
 
-A spec is ``{backend: faiss|hnswlib|usearch, metric: (optional, default: the embeddings' metric), params: {…}}``;
-``annrec index build --spec index/hnsw.yaml`` and ``annrec index tune`` read and write this format.
+A spec is ``{backend: faiss|hnswlib|usearch|pynndescent|scann, metric: (optional, default: the embeddings' metric),
+params: {…}}``; ``annrec index build --spec index/hnsw.yaml`` and ``annrec index tune`` read and write this format.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class IndexSpec(BaseModel):
     """One index configuration: backend, optional metric override and backend parameters."""
 
     model_config = ConfigDict(extra="forbid")
-    backend: Literal["faiss", "hnswlib", "usearch"]
+    backend: Literal["faiss", "hnswlib", "usearch", "pynndescent", "scann"]
     metric: Literal["ip", "cosine", "l2"] | None = None
     params: dict[str, Any] = {}
 
@@ -56,4 +56,4 @@ class IndexSpec(BaseModel):
         except ValidationError as e:
             errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'spec'}: {x['msg']}" for x in e.errors())
             raise InputError(f"{path} is not a valid index spec ({errs}); expected keys backend "
-                             f"(faiss|hnswlib|usearch), metric (optional) and params") from None
+                             f"(faiss|hnswlib|usearch|pynndescent|scann), metric (optional) and params") from None

@@ -47,6 +47,15 @@ from annrec.index import storage as index_storage
 from annrec.service.rwlock import RWLock
 from annrec.service.storage import IndexStore, PersistError, StoreRetired, Write, reserve_capacity
 
+#: backends whose served folders take writes over HTTP (upserts and deletes through the write-ahead log)
+WRITABLE_BACKENDS = ("hnswlib", "faiss", "usearch")
+#: backends served read-only, and why: a logged write is applied as one ``Index.add`` per run of upserts, and
+#: PyNNDescent's add refines its whole k-NN graph and rebuilds its search graph (seconds for tens of thousands
+#: of items) under the exclusive lock, stalling every search of the index meanwhile; ScaNN takes no adds at all
+READ_ONLY_BACKENDS = {"pynndescent": "each add refines its whole NN-descent graph and rebuilds its search graph "
+                                     "(seconds) while searches wait",
+                      "scann": "its partitions and codebooks are trained on the build's vectors and take no adds"}
+
 log = logging.getLogger("annrec.service")
 
 
@@ -241,7 +250,7 @@ class Registry:
         try:
             for srv in served.values():
                 srv.settings = s
-                srv.writable = srv.path is not None and srv.index.backend in ("hnswlib", "faiss", "usearch") \
+                srv.writable = srv.path is not None and srv.index.backend in WRITABLE_BACKENDS \
                     and not s.read_only and os.access(srv.path, os.W_OK)
                 if srv.writable:
                     reserve_capacity(srv.index)
@@ -405,6 +414,10 @@ class Registry:
                 if self.settings.read_only:
                     raise InputError("writes are disabled: this server runs with read_only (--read-only); send "
                                      "writes to a server without it")
+                if srv.index.backend in READ_ONLY_BACKENDS:
+                    raise InputError(f"index {name!r} is a {srv.index.backend} index, which is read-only over HTTP: "
+                                     f"{READ_ONLY_BACKENDS[srv.index.backend]}; rebuild it with `annrec index build` "
+                                     f"(or add in one batch through annrec.index), then POST /v1/admin/reload")
                 if srv.index.backend == "sharded":
                     raise InputError(f"index {name!r} is a sharded index, which is read-only over HTTP: write to its "
                                      f"embeddings and rebuild it with `annrec index build --shards`, then POST "
