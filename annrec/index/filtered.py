@@ -31,6 +31,33 @@ EXACT_FILTER_THRESHOLD = 2048  # allow-lists at least this small are always answ
 DENY_OVERFETCH = 3
 
 
+#: an allow-list search over-fetches at most this many unfiltered neighbours before it goes exact
+MAX_FILTER_FETCH = 4096
+
+
+def overfetch_allowed(index, q: np.ndarray, k: int, mask: np.ndarray, fetch, n_max: int,
+                      limit: int = MAX_FILTER_FETCH) -> tuple[np.ndarray, np.ndarray]:
+    """Allow-list search for a library without a filter predicate (usearch, PyNNDescent, ScaNN).
+
+    ``fetch(kk)`` returns ``(labels, scores)`` of shape ``(nq, kk)`` (label -1 for an unfilled slot) for the
+    ``float32 (nq, dim)`` queries ``q``; ``mask`` is the ``bool (n_labels,)`` allow-mask. Fetches
+    ``kk = min(n_max, limit, max(2k, 2k / allowed fraction))`` unfiltered neighbours and keeps the first ``k``
+    allowed ones of each row, in order; when some row has fewer than ``k`` of them (or ``kk < 2k``), answers
+    by exact search over the allowed labels instead (``index._exact``), padded to ``k`` by :func:`pad_results`.
+    Returns ``(labels int64 (nq, k), scores float32 (nq, k))``.
+    """
+    frac = int(np.count_nonzero(mask)) / max(len(index._label), 1)
+    kk = min(n_max, limit, max(2 * k, int(2 * k / max(frac, 1e-6))))
+    if kk >= 2 * k:
+        labels, scores = fetch(kk)
+        good = np.append(mask, False)[labels]  # label -1 -> the extra False slot
+        if (good.sum(axis=1) >= k).all():
+            order = np.argsort(~good, axis=1, kind="stable")[:, :k]
+            return np.take_along_axis(labels, order, axis=1), np.take_along_axis(scores, order, axis=1)
+    allowed = np.flatnonzero(mask)  # too few allowed neighbours among the fetched ones: exact
+    return pad_results(*index._exact(q, min(k, len(allowed)), allowed), k)
+
+
 def pad_results(labels: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Labels int64 ``(nq, got)`` and scores float32 ``(nq, got)`` widened to ``k`` columns with the "no result"
     marks, label ``-1`` and score NaN (unchanged when ``got >= k``)."""

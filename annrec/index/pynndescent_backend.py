@@ -53,7 +53,7 @@ import numpy as np
 from annrec._validate import check_int
 from annrec.errors import ArtifactError, InputError
 from annrec.index.base import Index
-from annrec.index.filtered import pad_results
+from annrec.index.filtered import overfetch_allowed, pad_results
 
 #: build parameters and the default query ``epsilon`` (PyNNDescent's defaults; ``random_state`` 0 as the
 #: benchmark adapter, ``leaf_size`` None = PyNNDescent's choice); ``mips_max_norm`` is set by an ``ip`` build
@@ -308,18 +308,8 @@ class PynndescentIndex(Index):
         epsilon = self._epsilon if not params else float(params.get("epsilon", self._epsilon))
         if mask is None:
             return self._query(q, k, epsilon)
-        n_allowed = int(np.count_nonzero(mask))
-        frac = n_allowed / max(len(self._label), 1)
-        kk = min(len(self._ext), MAX_FILTER_FETCH, max(2 * k, int(2 * k / max(frac, 1e-6))))
-        if kk >= 2 * k:
-            labels, scores = self._query(q, kk, epsilon)
-            padded = np.append(mask, False)  # label -1 -> the extra False slot
-            good = padded[labels]
-            if (good.sum(axis=1) >= k).all():
-                order = np.argsort(~good, axis=1, kind="stable")[:, :k]
-                return np.take_along_axis(labels, order, axis=1), np.take_along_axis(scores, order, axis=1)
-        allowed = np.flatnonzero(mask)  # too few allowed neighbours among the fetched ones: exact
-        return pad_results(*self._exact(q, min(k, len(allowed)), allowed), k)
+        return overfetch_allowed(self, q, k, mask, lambda kk: self._query(q, kk, epsilon), len(self._ext),
+                                 MAX_FILTER_FETCH)
 
     # -- persistence
     def manifest(self) -> dict[str, Any]:

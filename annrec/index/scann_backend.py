@@ -38,7 +38,7 @@ import numpy as np
 from annrec._validate import check_int
 from annrec.errors import ArtifactError, InputError
 from annrec.index.base import Index
-from annrec.index.filtered import pad_results
+from annrec.index.filtered import overfetch_allowed, pad_results
 
 _BUILD_PARAMS: dict[str, Any] = {"nlist": "auto", "nprobe": "auto", "dimensions_per_block": 2,
                                  "anisotropic_quantization_threshold": None, "reorder": 100,
@@ -159,17 +159,8 @@ class ScannIndex(Index):
     def _backend_search(self, q, k, params, mask, threads):
         if mask is None:
             return self._query(q, k, params, threads)
-        n_allowed = int(np.count_nonzero(mask))
-        frac = n_allowed / max(len(self._label), 1)
-        kk = min(len(self._ext), MAX_FILTER_FETCH, max(2 * k, int(2 * k / max(frac, 1e-6))))
-        if kk >= 2 * k:
-            labels, scores = self._query(q, kk, params, threads)
-            good = np.append(mask, False)[labels]  # label -1 -> the extra False slot
-            if (good.sum(axis=1) >= k).all():
-                order = np.argsort(~good, axis=1, kind="stable")[:, :k]
-                return np.take_along_axis(labels, order, axis=1), np.take_along_axis(scores, order, axis=1)
-        allowed = np.flatnonzero(mask)  # too few allowed neighbours among the fetched ones: exact
-        return pad_results(*self._exact(q, min(k, len(allowed)), allowed), k)
+        return overfetch_allowed(self, q, k, mask, lambda kk: self._query(q, kk, params, threads), len(self._ext),
+                                 MAX_FILTER_FETCH)
 
     # -- persistence
     def manifest(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from annrec.errors import InputError
 from annrec.index.base import Index
-from annrec.index.filtered import pad_results
+from annrec.index.filtered import overfetch_allowed, pad_results
 from annrec.index.hnsw_backend import graph_params
 
 _BUILD_PARAMS = {"M": 16, "ef_construction": 128, "ef": 64, "dtype": "f32"}
@@ -127,19 +127,9 @@ class UsearchIndex(Index):
         ef = params.get("ef") if params else None
         if mask is None:
             return self._query(q, k, ef, threads)
-        n_allowed = int(np.count_nonzero(mask))
-        frac = n_allowed / max(len(self._label), 1)
-        kk = min(len(self._label), MAX_FILTER_FETCH, max(2 * k, int(2 * k / max(frac, 1e-6))))
-        if kk >= 2 * k:
-            base = int(ef if ef is not None else self.params["ef"])
-            labels, scores = self._query(q, kk, max(base, kk), threads)
-            padded = np.append(mask, False)  # label -1 -> the extra False slot
-            good = padded[labels]
-            if (good.sum(axis=1) >= k).all():
-                order = np.argsort(~good, axis=1, kind="stable")[:, :k]
-                return np.take_along_axis(labels, order, axis=1), np.take_along_axis(scores, order, axis=1)
-        allowed = np.flatnonzero(mask)  # too few allowed neighbours among the fetched ones: exact
-        return pad_results(*self._exact(q, min(k, len(allowed)), allowed), k)
+        base = int(ef if ef is not None else self.params["ef"])
+        return overfetch_allowed(self, q, k, mask, lambda kk: self._query(q, kk, max(base, kk), threads),
+                                 len(self._label), MAX_FILTER_FETCH)
 
     # -- persistence
     def _backend_save(self, file: Path) -> None:
